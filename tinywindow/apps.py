@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class TinyWindowConfig(AppConfig):
+    name = "tinywindow"
+    verbose_name = "TinyWindow"

@@ -1,0 +1,78 @@
+"""The Celery application: queues, routing and the engine's health server option.
+
+Queues (DESIGN.md "Queues and tasks"):
+- `safety`     breaker checks, kill-switch actions — consumed by the engine, never behind orders
+- `execution`  submit/cancel/query one order — acks_late, idempotent by client_order_id
+- `strategy`   tick_agent(agent_id) — any number of strategy workers
+- `default`    risk snapshots, performance, housekeeping
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+from celery import Celery, bootsteps
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tinywindow.settings")
+
+app = Celery("tinywindow")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+app.conf.task_queues = (
+    Queue("safety"),
+    Queue("execution"),
+    Queue("strategy"),
+    Queue("default"),
+)
+app.conf.task_routes = {
+    "safety.tasks.*": {"queue": "safety"},
+    "trading.tasks.execute_order": {"queue": "execution"},
+    "trading.tasks.tick_agent": {"queue": "strategy"},
+    "trading.tasks.*": {"queue": "default"},
+}
+app.autodiscover_tasks()
+
+app.user_options["worker"].add(
+    click.Option(
+        ["--health-port"],
+        type=int,
+        default=None,
+        help="Serve /health and /metrics for this worker on 127.0.0.1:PORT (the engine uses 8080).",
+    )
+)
+app.user_options["worker"].add(
+    click.Option(
+        ["--health-host"],
+        default="127.0.0.1",
+        help="Address for the health server (0.0.0.0 inside containers).",
+    )
+)
+
+
+class HealthServerStep(bootsteps.StartStopStep):
+    """Runs the engine's HTTP health/metrics server inside the worker's main process."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker, health_port=None, health_host="127.0.0.1", **options):
+        super().__init__(worker, **options)
+        self.port = health_port
+        self.host = health_host
+        self.server = None
+
+    def start(self, worker):
+        if not self.port:
+            return
+        from tinywindow.health import start_engine_health_server
+
+        self.server = start_engine_health_server(host=self.host, port=self.port, worker_hostname=worker.hostname)
+
+    def stop(self, worker):
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+
+app.steps["worker"].add(HealthServerStep)

@@ -1,0 +1,84 @@
+"""The gateway protocol: how the order services talk to a venue, paper or real.
+
+`PaperGateway` and `CcxtGateway` implement it; strategies and the order services cannot tell
+them apart. Gateways raise only TinyWindow's `ExchangeError` subclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Market:
+    """What a venue accepts for one symbol (ccxt's `market` structure, reduced)."""
+
+    symbol: str
+    base: str
+    quote: str
+    amount_step: Decimal
+    price_step: Decimal
+    min_amount: Decimal
+    min_notional: Decimal
+
+    def round_amount(self, amount: Decimal) -> Decimal:
+        """Round down to the amount step: never order more than was decided."""
+        return (amount / self.amount_step).to_integral_value(rounding=ROUND_DOWN) * self.amount_step
+
+    def round_price(self, price: Decimal) -> Decimal:
+        return (price / self.price_step).to_integral_value(rounding=ROUND_HALF_EVEN) * self.price_step
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    client_order_id: str
+    symbol: str
+    side: str  # buy | sell
+    order_type: str  # market | limit
+    quantity: Decimal
+    price: Decimal | None = None
+    reduce_only: bool = False
+
+
+@dataclass(frozen=True)
+class VenueFill:
+    trade_id: str
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_currency: str
+    liquidity: str  # maker | taker
+    executed_at: datetime
+
+
+@dataclass(frozen=True)
+class VenueOrderReport:
+    """What the venue knows about one order, with every fill it has made so far."""
+
+    client_order_id: str
+    venue_order_id: str
+    status: str  # open | filled | cancelled | rejected
+    filled_quantity: Decimal
+    fills: tuple[VenueFill, ...] = field(default_factory=tuple)
+    reject_reason: str = ""
+
+
+class Gateway(Protocol):
+    exchange: str
+
+    def market(self, symbol: str) -> Market: ...
+
+    def submit_order(self, request: OrderRequest) -> VenueOrderReport:
+        """Send an order. Idempotent by client_order_id: a re-send returns the existing order."""
+        ...
+
+    def fetch_order(self, client_order_id: str, symbol: str) -> VenueOrderReport | None: ...
+
+    def cancel_order(self, client_order_id: str, symbol: str) -> VenueOrderReport | None: ...
+
+    def record_realized_pnl(self, trade_id: str, pnl: Decimal) -> None:
+        """Let a venue that keeps per-trade PnL (the paper venue) store it; others ignore it."""
+        ...

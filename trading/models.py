@@ -1,0 +1,205 @@
+"""Trading data: agents, orders, fills, positions, snapshots and performance.
+
+Table names used by the runbook's SQL (`orders`, `portfolio_snapshots`, `agent_performance`)
+are fixed with `db_table`; indexes serve those queries.
+"""
+
+from __future__ import annotations
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+
+from tinywindow.fields import ZERO, DecimalAmount
+from trading.order_states import OrderStatus
+
+
+class TradingMode(models.TextChoices):
+    PAPER = "paper"
+    LIVE = "live"
+
+
+class AgentStatus(models.TextChoices):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+class Agent(models.Model):
+    """A strategy instance with a capital allocation, trading some symbols on one venue."""
+
+    name = models.CharField(max_length=100, unique=True)
+    strategy = models.CharField(max_length=200, help_text="Dotted path of the Strategy class.")
+    params = models.JSONField(default=dict, blank=True)
+    symbols = ArrayField(models.CharField(max_length=40), default=list)
+    timeframe = models.CharField(max_length=8, default="5s")
+    exchange = models.CharField(max_length=40, default="paper")
+    feed = models.CharField(max_length=40, default="synthetic")
+    mode = models.CharField(max_length=8, choices=TradingMode.choices, default=TradingMode.PAPER)
+    status = models.CharField(max_length=8, choices=AgentStatus.choices, default=AgentStatus.ACTIVE)
+    capital = DecimalAmount(help_text="Capital allocated to this agent, in the quote currency.")
+    tick_seconds = models.PositiveIntegerField(default=5)
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="agent"
+    )
+    last_tick_at = models.DateTimeField(null=True, blank=True)
+    last_decision = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "agents"
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class OrderSide(models.TextChoices):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(models.TextChoices):
+    MARKET = "market"
+    LIMIT = "limit"
+
+
+class OrderOrigin(models.TextChoices):
+    STRATEGY = "strategy"
+    KILL_SWITCH = "kill_switch"
+    MANUAL = "manual"
+
+
+class Order(models.Model):
+    """One order, written (status `pending`) before anything is sent to a venue."""
+
+    client_order_id = models.CharField(max_length=64, unique=True)
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="orders")
+    exchange = models.CharField(max_length=40)
+    mode = models.CharField(max_length=8, choices=TradingMode.choices)
+    symbol = models.CharField(max_length=40)
+    side = models.CharField(max_length=4, choices=OrderSide.choices)
+    order_type = models.CharField(max_length=8, choices=OrderType.choices, default=OrderType.MARKET)
+    quantity = DecimalAmount()
+    price = DecimalAmount(null=True, blank=True, help_text="Limit price; empty for market orders.")
+    reduce_only = models.BooleanField(default=False)
+    origin = models.CharField(max_length=16, choices=OrderOrigin.choices, default=OrderOrigin.STRATEGY)
+    status = models.CharField(max_length=20, choices=OrderStatus.choices, default=OrderStatus.PENDING)
+    filled_quantity = DecimalAmount(default=ZERO)
+    average_fill_price = DecimalAmount(null=True, blank=True)
+    fee = DecimalAmount(default=ZERO)
+    pnl = DecimalAmount(default=ZERO, help_text="Realized PnL of this order's fills, fees included.")
+    reference_price = DecimalAmount(null=True, blank=True, help_text="Last price when the order was decided.")
+    decision_reason = models.TextField(blank=True, default="")
+    reject_reason = models.TextField(blank=True, default="")
+    venue_order_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "orders"
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["created_at"], name="orders_created_at_idx"),
+            models.Index(fields=["status", "created_at"], name="orders_status_created_idx"),
+            models.Index(fields=["symbol", "created_at"], name="orders_symbol_created_idx"),
+            models.Index(fields=["agent", "created_at"], name="orders_agent_created_idx"),
+            models.Index(
+                fields=["status"],
+                name="orders_open_idx",
+                condition=Q(status__in=["pending", "submitted", "partially_filled"]),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="orders_quantity_positive"),
+            models.CheckConstraint(condition=Q(filled_quantity__gte=0), name="orders_filled_nonnegative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_order_id} {self.side} {self.quantity} {self.symbol} [{self.status}]"
+
+    @property
+    def remaining_quantity(self):
+        return self.quantity - self.filled_quantity
+
+
+class Fill(models.Model):
+    """One execution reported by a venue. Append-only; a replayed trade id is a no-op."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
+    exchange = models.CharField(max_length=40)
+    trade_id = models.CharField(max_length=64)
+    symbol = models.CharField(max_length=40)
+    side = models.CharField(max_length=4, choices=OrderSide.choices)
+    quantity = DecimalAmount()
+    price = DecimalAmount()
+    fee = DecimalAmount(default=ZERO)
+    fee_currency = models.CharField(max_length=16, blank=True, default="")
+    liquidity = models.CharField(max_length=5, default="taker")
+    realized_pnl = DecimalAmount(default=ZERO)
+    executed_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "fills"
+        ordering = ["-executed_at"]
+        constraints = [models.UniqueConstraint(fields=["exchange", "trade_id"], name="fills_unique_trade")]
+        indexes = [models.Index(fields=["executed_at"], name="fills_executed_at_idx")]
+
+
+class Position(models.Model):
+    """Net position of one agent in one symbol; updated only under a row lock."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="positions")
+    symbol = models.CharField(max_length=40)
+    quantity = DecimalAmount(default=ZERO)
+    average_price = DecimalAmount(default=ZERO, help_text="Average cost per unit, buy fees included.")
+    realized_pnl = DecimalAmount(default=ZERO)
+    fees_paid = DecimalAmount(default=ZERO)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "positions"
+        constraints = [models.UniqueConstraint(fields=["agent", "symbol"], name="positions_unique_agent_symbol")]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id}:{self.symbol} {self.quantity} @ {self.average_price}"
+
+
+class PortfolioSnapshot(models.Model):
+    """The whole book at one moment (beat, every RISK_SNAPSHOT_SECONDS)."""
+
+    equity = DecimalAmount()
+    cash = DecimalAmount()
+    gross_exposure = DecimalAmount()
+    net_exposure = DecimalAmount()
+    realized_pnl = DecimalAmount()
+    unrealized_pnl = DecimalAmount()
+    peak_equity = DecimalAmount()
+    drawdown = DecimalAmount(help_text="Fraction below peak equity, 0..1.")
+    open_orders = models.PositiveIntegerField(default=0)
+    positions = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "portfolio_snapshots"
+        ordering = ["-created_at"]
+
+
+class AgentPerformance(models.Model):
+    """Per-agent performance over a stated window (the runbook's "Agent Performance")."""
+
+    agent = models.OneToOneField(Agent, on_delete=models.CASCADE, related_name="performance")
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    trades = models.PositiveIntegerField(default=0)
+    win_rate = DecimalAmount(null=True, blank=True)
+    sharpe_ratio = DecimalAmount(null=True, blank=True)
+    total_pnl = DecimalAmount(default=ZERO)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "agent_performance"
