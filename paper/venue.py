@@ -30,16 +30,18 @@ IMPACT_BPS_PER_VOLUME_SHARE = Decimal("50")
 MAX_SLIPPAGE_BPS = Decimal("100")
 
 
+def _decimal_or(value: Decimal | None, configured: str) -> Decimal:
+    return Decimal(str(value)) if value is not None else Decimal(configured)
+
+
 class PaperVenue:
     def __init__(self, *, feed: Feed, account: str = "paper", taker_fee_rate: Decimal | None = None,
                  maker_fee_rate: Decimal | None = None, base_slippage_bps: Decimal | None = None) -> None:
         self.feed = feed
         self.account = account
-        self.taker_fee_rate = Decimal(str(taker_fee_rate if taker_fee_rate is not None else settings.PAPER_TAKER_FEE_RATE))
-        self.maker_fee_rate = Decimal(str(maker_fee_rate if maker_fee_rate is not None else settings.PAPER_MAKER_FEE_RATE))
-        self.base_slippage_bps = Decimal(
-            str(base_slippage_bps if base_slippage_bps is not None else settings.PAPER_BASE_SLIPPAGE_BPS)
-        )
+        self.taker_fee_rate = _decimal_or(taker_fee_rate, settings.PAPER_TAKER_FEE_RATE)
+        self.maker_fee_rate = _decimal_or(maker_fee_rate, settings.PAPER_MAKER_FEE_RATE)
+        self.base_slippage_bps = _decimal_or(base_slippage_bps, settings.PAPER_BASE_SLIPPAGE_BPS)
 
     # --- orders ---------------------------------------------------------------------------
     def submit(self, request: OrderRequest, *, now: datetime) -> VenueOrderReport:

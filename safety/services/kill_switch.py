@@ -116,7 +116,8 @@ def _validate(mode: str, reason: str) -> tuple[str, str]:
     return mode, reason
 
 
-def kill_switch_engage(*, mode: str, reason: str, actor: str, source: str, now: datetime | None = None) -> KillSwitchView:
+def kill_switch_engage(*, mode: str, reason: str, actor: str, source: str,
+                       now: datetime | None = None) -> KillSwitchView:
     """Activate. Returns after PostgreSQL holds the state and every in-flight send has finished;
     Redis is written before returning (a failed mirror is logged: readers fall back to the DB).
     """

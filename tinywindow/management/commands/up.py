@@ -93,7 +93,7 @@ class Command(BaseCommand):
         data.mkdir(parents=True, exist_ok=True)
         self._lock = self._take_lock(data)
         for label, port in (("web", opts["web_port"]), ("engine", opts["engine_port"]),
-                            *((() if opts["no_flower"] else (("flower", opts["flower_port"]),)))):
+                            *(() if opts["no_flower"] else (("flower", opts["flower_port"]),))):
             if not embedded.port_is_free(port, opts["host"]):
                 raise CommandError(
                     f"port {port} for the {label} is already in use on {opts['host']}; stop what uses it or "
@@ -226,7 +226,7 @@ class Command(BaseCommand):
         return roles
 
     def _wait_healthy(self, opts) -> None:
-        host = "127.0.0.1" if opts["host"] in ("0.0.0.0", "::") else opts["host"]
+        host = "127.0.0.1" if opts["host"] in ("0.0.0.0", "::") else opts["host"]  # noqa: S104 - probing only
         targets = {
             "web": f"http://{host}:{opts['web_port']}/health",
             "engine": f"http://{host}:{opts['engine_port']}/health",
@@ -253,7 +253,7 @@ class Command(BaseCommand):
             time.sleep(0.5)
 
     def _print_summary(self, opts, database_url: str, redis_url: str, data: Path) -> None:
-        host = "localhost" if opts["host"] in ("127.0.0.1", "0.0.0.0") else opts["host"]
+        host = "localhost" if opts["host"] in ("127.0.0.1", "0.0.0.0") else opts["host"]  # noqa: S104 - display
         pg = urlsplit(database_url.replace("postgres://", "postgresql://", 1))
         rd = urlsplit(redis_url)
         mode = "PAPER" if os.environ.get("PAPER_TRADING_MODE", "true").lower() in ("1", "true", "yes", "on") else "LIVE"

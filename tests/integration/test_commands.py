@@ -1,0 +1,78 @@
+"""Command-line behaviour a user sees: clear errors, non-zero exits, never a traceback."""
+
+import os
+import socket
+import sys
+
+import pytest
+
+from tests.helpers import manage
+from tinywindow.embedded import find_free_port
+
+
+def _env(**changes):
+    env = dict(os.environ)
+    env.update(changes)
+    return env
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("PAPER_TRADING_MODE", "flase", "PAPER_TRADING_MODE='flase' is not a boolean"),
+    ("DB_CONN_MAX_AGE", "abc", "DB_CONN_MAX_AGE='abc' is not a valid int"),
+    ("DATABASE_URL", "mysql://u@h/db", "DATABASE_URL must be a postgres://"),
+    ("REDIS_URL", "localhost:6379", "REDIS_URL must start with redis://"),
+    ("LOCAL_NETWORKS", "10.0.0.0/33", "LOCAL_NETWORKS has an invalid network"),
+])
+def test_any_command_when_env_value_malformed_then_one_line_error_and_exit_2(name, value, expected):
+    result = manage("check", env=_env(**{name: value}))
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_up_when_web_port_taken_then_clear_error_and_exit_1(tmp_path):
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        result = manage("up", "--web-port", str(port), env=_env(TINYWINDOW_VAR_DIR=str(tmp_path)))
+    assert result.returncode == 1
+    assert f"port {port} for the web is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_up_when_database_unreachable_then_clear_error_and_exit_1(tmp_path):
+    dead = find_free_port()
+    result = manage("up", "--web-port", str(find_free_port()), "--engine-port", str(find_free_port()),
+                    "--flower-port", str(find_free_port()),
+                    env=_env(TINYWINDOW_VAR_DIR=str(tmp_path), DATABASE_URL=f"postgres://tw:secret@127.0.0.1:{dead}/x"))
+    assert result.returncode == 1
+    assert "cannot reach DATABASE_URL postgres://tw:***@127.0.0.1" in result.stderr
+    assert "secret" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_up_when_redis_unreachable_then_clear_error_and_exit_1(tmp_path):
+    dead = find_free_port()
+    result = manage("up", "--web-port", str(find_free_port()), "--engine-port", str(find_free_port()),
+                    "--flower-port", str(find_free_port()),
+                    env=_env(TINYWINDOW_VAR_DIR=str(tmp_path), REDIS_URL=f"redis://127.0.0.1:{dead}/0"))
+    assert result.returncode == 1
+    assert "cannot reach REDIS_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_shellenv_when_run_then_prints_path_with_bundled_tools():
+    result = manage("shellenv")
+    assert result.returncode == 0
+    assert result.stdout.startswith('export PATH="')
+    bin_dirs = result.stdout.split('"')[1].split(":")
+    assert any(os.path.exists(os.path.join(d, "psql")) for d in bin_dirs)
+    assert any(os.path.exists(os.path.join(d, "redis-cli")) for d in bin_dirs)
+
+
+def test_up_help_when_asked_then_explains_options():
+    result = manage("up", "--help")
+    assert result.returncode == 0
+    assert "--web-port" in result.stdout and "Ctrl-C" in result.stdout
+    assert sys.executable  # the same interpreter ran it
