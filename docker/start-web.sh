@@ -11,5 +11,6 @@ if [ "${WEB_SETUP:-1}" != 0 ]; then
     "$PYTHON" manage.py collectstatic --noinput
     "$PYTHON" manage.py bootstrap
 fi
-tw_exec gunicorn tinywindow.wsgi:application \
+# gunicorn_conf: gunicorn's logs in LOG_FORMAT, and dead workers' metrics files marked.
+tw_exec gunicorn tinywindow.wsgi:application --config python:tinywindow.gunicorn_conf \
     --bind "${WEB_BIND:-0.0.0.0:8000}" --workers "${WEB_WORKERS:-3}" "$@"

@@ -90,3 +90,98 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target}"
+
+
+class BreakerStatus(models.TextChoices):
+    CLOSED = "CLOSED"
+    HALF_OPEN = "HALF_OPEN"
+    OPEN = "OPEN"
+
+
+class BreakerKind(models.TextChoices):
+    DAILY_LOSS = "daily_loss", "Daily loss (quote currency)"
+    DRAWDOWN = "drawdown", "Drawdown from peak equity (fraction)"
+    CONSECUTIVE_LOSSES = "consecutive_losses", "Consecutive losing trades"
+    API_ERROR_RATE = "api_error_rate", "Exchange API error rate (fraction)"
+    REJECT_RATE = "reject_rate", "Order reject rate (fraction)"
+    PRICE_SHOCK = "price_shock", "Price move within the window (fraction)"
+    STALE_DATA = "stale_data", "Market data age (seconds)"
+
+
+class BreakerScope(models.TextChoices):
+    GLOBAL = "global"
+    EXCHANGE = "exchange"
+    AGENT = "agent"
+    SYMBOL = "symbol"
+
+
+class CircuitBreakerConfig(models.Model):
+    """One breaker definition. Scoped breakers (per exchange, agent or symbol) keep one state
+    row per target, created the first time that target is evaluated."""
+
+    name = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(max_length=24, choices=BreakerKind.choices)
+    scope = models.CharField(max_length=10, choices=BreakerScope.choices, default=BreakerScope.GLOBAL)
+    threshold = DecimalAmount(help_text="Trips when the measured value reaches this (>=).")
+    window_seconds = models.PositiveIntegerField(default=300, help_text="Look-back for rates and price moves.")
+    min_samples = models.PositiveIntegerField(default=10, help_text="Rates need at least this many events.")
+    recovery_seconds = models.PositiveIntegerField(default=60, help_text="OPEN → HALF_OPEN after this long.")
+    probe_seconds = models.PositiveIntegerField(default=30, help_text="HALF_OPEN → CLOSED after this long clean.")
+    probe_max_orders = models.PositiveIntegerField(default=1, help_text="Orders allowed while HALF_OPEN.")
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "circuit_breaker_configs"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind} ≥ {self.threshold}, {self.scope})"
+
+
+class CircuitBreakerState(models.Model):
+    config = models.ForeignKey(CircuitBreakerConfig, on_delete=models.CASCADE, related_name="states")
+    target = models.CharField(max_length=100, blank=True, default="", help_text="Exchange, agent id or symbol.")
+    state = models.CharField(max_length=10, choices=BreakerStatus.choices, default=BreakerStatus.CLOSED)
+    changed_at = models.DateTimeField(null=True, blank=True)
+    counting_since = models.DateTimeField(null=True, blank=True, help_text="Counts (losses) start here.")
+    probe_orders_used = models.PositiveIntegerField(default=0)
+    last_value = DecimalAmount(null=True, blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "circuit_breaker_states"
+        constraints = [models.UniqueConstraint(fields=["config", "target"], name="breaker_state_unique_target")]
+
+    @property
+    def name(self) -> str:
+        return self.config.name if not self.target else f"{self.config.name}:{self.target}"
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.state}"
+
+
+class RiskLimit(models.Model):
+    """Pre-trade limits. The row without an agent is global; an agent's row adds its own.
+    An empty field means no limit of that kind."""
+
+    agent = models.OneToOneField("trading.Agent", null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="risk_limit")
+    max_order_notional = DecimalAmount(null=True, blank=True)
+    max_position_notional = DecimalAmount(null=True, blank=True, help_text="Per symbol.")
+    max_gross_exposure = DecimalAmount(null=True, blank=True)
+    max_open_orders = models.PositiveIntegerField(null=True, blank=True)
+    max_orders_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    price_band = DecimalAmount(null=True, blank=True, help_text="Max distance of a limit price from the last "
+                                                                "price, as a fraction (0.05 = 5%).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "risk_limits"
+        constraints = [
+            models.UniqueConstraint(fields=["agent"], name="risk_limit_one_global",
+                                    condition=models.Q(agent__isnull=True), nulls_distinct=False),
+        ]
+
+    def __str__(self) -> str:
+        return f"risk limits ({self.agent or 'global'})"

@@ -1,13 +1,18 @@
-"""Safety tasks on the `safety` queue: enforce the kill switch, heartbeat the mirror."""
+"""Safety tasks on the `safety` queue: enforce the kill switch, evaluate breakers, notify."""
 
 from __future__ import annotations
 
+import json
 import logging
+import urllib.error
+import urllib.request
 
 from celery import shared_task
+from django.conf import settings
 
+from safety.services.breakers import breakers_check
 from safety.services.enforcement import kill_switch_enforce_now
-from safety.services.kill_switch import kill_switch_state
+from safety.services.mirror import safety_mirror_sync
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +24,30 @@ def kill_switch_enforce() -> None:
 
 
 @shared_task(name="safety.tasks.check_breakers", ignore_result=True)
-def check_breakers() -> None:
-    """Periodic safety sweep. Restores the kill-switch mirror if Redis lost it."""
-    kill_switch_state()
+def check_breakers(kinds: list[str] | None = None) -> None:
+    """Evaluate circuit breakers (all every few seconds from beat; some inline after events),
+    and restore the Redis mirror of the safety state if it went missing."""
+    breakers_check(kinds=kinds)
+    if kinds is None:
+        safety_mirror_sync()
+
+
+class WebhookFailed(Exception):
+    pass
+
+
+@shared_task(name="safety.tasks.send_webhook", bind=True, ignore_result=True, autoretry_for=(WebhookFailed,),
+             retry_backoff=1, retry_backoff_max=60, retry_jitter=False, max_retries=settings.WEBHOOK_MAX_RETRIES)
+def send_webhook(self, body: dict) -> None:
+    """POST one notification as JSON; retried with backoff on errors and non-2xx answers."""
+    if not settings.WEBHOOK_URL:
+        return
+    request = urllib.request.Request(settings.WEBHOOK_URL, data=json.dumps(body).encode(), method="POST",  # noqa: S310 - operator-configured URL
+                                     headers={"Content-Type": "application/json", "User-Agent": "TinyWindow"})
+    try:
+        with urllib.request.urlopen(request, timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
+            if not 200 <= response.status < 300:
+                raise WebhookFailed(f"HTTP {response.status}")
+    except (urllib.error.URLError, OSError) as exc:
+        logger.warning("webhook %s failed (attempt %s): %s", body.get("event"), self.request.retries + 1, exc)
+        raise WebhookFailed(str(exc)) from exc

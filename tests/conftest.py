@@ -10,6 +10,14 @@ import pytest
 from tests.helpers import BackgroundProcess, wait_until
 
 
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hashing():
+    """Hashing passwords at production strength costs ~0.3 s a user; tests need users, not strength."""
+    from django.conf import settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(autouse=True)
 def clean_redis():
     """Every test starts with an empty test Redis database (safety mirror, locks, broker)."""

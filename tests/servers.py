@@ -45,6 +45,9 @@ def pytest_load_initial_conftests(early_config, parser, args):
         os.environ["REDIS_URL"] = server.url
     else:
         os.environ["REDIS_URL"] = _with_redis_db(os.environ["REDIS_URL"], int(os.environ.get("TEST_REDIS_DB", "15")))
+    # A test database of this run's own: two suites on one server (a developer's and CI's, or
+    # two checkouts) never drop each other's database.
+    os.environ.setdefault("TEST_DATABASE_NAME", f"test_tinywindow_{os.getpid()}")
     # Tests never touch a developer's ./var (secret key, services file).
     os.environ.setdefault("TINYWINDOW_VAR_DIR", str(Path(tempfile.mkdtemp(prefix="tinywindow-var-"))))
     os.environ.setdefault("PAPER_TRADING_MODE", "true")

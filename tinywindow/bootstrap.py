@@ -17,23 +17,44 @@ from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from safety.models import KillSwitchState
-from safety.services.kill_switch import kill_switch_mirror
+from safety.models import KillSwitchState, RiskLimit
+from safety.services.breakers import breakers_ensure_defaults
+from safety.services.mirror import safety_mirror_sync
 from tinywindow.permissions import ADMIN, OPERATOR, VIEWER
-from tinywindow.redis_client import BREAKER_STATUS_KEY, get_redis
 from trading.models import Agent
 from trading.services.agents import agent_create
 
 logger = logging.getLogger(__name__)
 
+# Three strategies, each tuned to trade on the synthetic feed's 5 s candles within a couple of
+# minutes of `up`. Measured with SyntheticFeed(seed=42) and a 5 s tick over 4 windows of 3 h
+# (orders per hour; wait for the agent's first order from 48 start times: median, 90th pct):
+#   demo-sma-btc        SMA(5) above SMA(20)             31/h (31-32)   first order 8 s, p90 2.6 min
+#   demo-rsi-eth        RSI(6) < 40 long, > 55 flat      42/h (37-47)   first order 35 s, p90 4.7 min
+#   demo-donchian-sol   12-bar high in, 6-bar low out    26/h (20-33)   first order 60 s, p90 4.7 min
+# Together: the first order of the demo comes at once (median), within 60 s at worst.
+# tests/unit/test_demo_agents.py keeps them trading.
 DEMO_AGENTS = (
     {"name": "demo-sma-btc", "strategy": "trading.strategies.sma_cross.SmaCross",
      "params": {"fast": 5, "slow": 20, "exposure": "0.5"}, "symbols": ["BTC/USDT"], "capital": Decimal("10000")},
-    {"name": "demo-sma-eth", "strategy": "trading.strategies.sma_cross.SmaCross",
-     "params": {"fast": 3, "slow": 12, "exposure": "0.8"}, "symbols": ["ETH/USDT"], "capital": Decimal("10000")},
-    {"name": "demo-sma-sol", "strategy": "trading.strategies.sma_cross.SmaCross",
-     "params": {"fast": 8, "slow": 30, "exposure": "1"}, "symbols": ["SOL/USDT"], "capital": Decimal("5000")},
+    {"name": "demo-rsi-eth", "strategy": "trading.strategies.rsi_reversion.RsiReversion",
+     "params": {"period": 6, "oversold": "40", "exit_level": "55", "exposure": "0.8"}, "symbols": ["ETH/USDT"],
+     "capital": Decimal("10000")},
+    # 0.95, not 1: the paper venue holds funds, and all of the capital could not also pay the fee.
+    {"name": "demo-donchian-sol", "strategy": "trading.strategies.donchian_breakout.DonchianBreakout",
+     "params": {"entry": 12, "exit": 6, "exposure": "0.95"}, "symbols": ["SOL/USDT"], "capital": Decimal("5000")},
 )
+
+
+# Every agent's default limits (the global risk_limits row); edited in the admin.
+DEFAULT_GLOBAL_LIMITS = {
+    "max_order_notional": Decimal("50000"),
+    "max_position_notional": Decimal("100000"),
+    "max_gross_exposure": Decimal("250000"),
+    "max_open_orders": 50,
+    "max_orders_per_minute": 120,
+    "price_band": Decimal("0.05"),
+}
 
 
 @dataclass
@@ -79,11 +100,17 @@ def bootstrap(*, demo_agents: bool) -> BootstrapReport:
     _ensure_groups()
     _ensure_admin(report)
     KillSwitchState.objects.get_or_create(pk=KillSwitchState.SINGLETON_ID)
+    breakers_ensure_defaults(recovery_seconds=settings.BREAKER_RECOVERY_SECONDS)
+    if not RiskLimit.objects.filter(agent__isnull=True).exists():
+        RiskLimit.objects.create(**DEFAULT_GLOBAL_LIMITS)
     _ensure_periodic("risk-snapshot", "trading.tasks.take_portfolio_snapshot", settings.RISK_SNAPSHOT_SECONDS,
                      "default")
     _ensure_periodic("agent-performance", "trading.tasks.update_agent_performance", 300, "default")
     _ensure_periodic("check-breakers", "safety.tasks.check_breakers", settings.BREAKER_CHECK_SECONDS, "safety")
-    report.schedules = ["risk-snapshot", "agent-performance", "check-breakers"]
+    # Resting limit orders and the rest of partly filled orders trade on this pass (paper venue).
+    _ensure_periodic("paper-matching", "paper.tasks.match_resting_orders", settings.PAPER_MATCH_SECONDS,
+                     "execution")
+    report.schedules = ["risk-snapshot", "agent-performance", "check-breakers", "paper-matching"]
     if demo_agents and not Agent.objects.exists():
         for spec in DEMO_AGENTS:
             agent_create(**spec, timeframe="5s", tick_seconds=settings.DEMO_TICK_SECONDS)
@@ -93,8 +120,7 @@ def bootstrap(*, demo_agents: bool) -> BootstrapReport:
 
 
 def _mirror_safety_state() -> None:
-    kill_switch_mirror()
     try:
-        get_redis().setnx(BREAKER_STATUS_KEY, "CLOSED")
-    except Exception as exc:  # Redis down at bootstrap: the safety sweep restores it later
-        logger.warning("could not initialise breaker status in Redis: %s", exc)
+        safety_mirror_sync(force=True)
+    except Exception as exc:  # Redis down at bootstrap: the engine restores the mirror later
+        logger.warning("could not mirror the safety state to Redis: %s", exc)

@@ -29,6 +29,7 @@ app.conf.task_queues = (
 app.conf.task_routes = {
     "safety.tasks.*": {"queue": "safety"},
     "trading.tasks.execute_order": {"queue": "execution"},
+    "trading.tasks.execute_orders": {"queue": "execution"},
     "trading.tasks.tick_agent": {"queue": "strategy"},
     "trading.tasks.*": {"queue": "default"},
 }
@@ -51,6 +52,9 @@ app.user_options["worker"].add(
 )
 
 
+ENGINE_QUEUES = frozenset({"safety", "execution"})
+
+
 class HealthServerStep(bootsteps.StartStopStep):
     """Runs the engine's HTTP health/metrics server inside the worker's main process."""
 
@@ -67,7 +71,12 @@ class HealthServerStep(bootsteps.StartStopStep):
             return
         from tinywindow.health import start_engine_health_server
 
-        self.server = start_engine_health_server(host=self.host, port=self.port, worker_hostname=worker.hostname)
+        # Only a worker on the engine's queues vouches for the engine (the web /health reads that
+        # heartbeat); a strategy worker with a health port serves /health and /metrics only.
+        queues = worker.app.amqp.queues
+        consumed = set(queues.consume_from or queues)  # no -Q: every queue
+        self.server = start_engine_health_server(host=self.host, port=self.port, worker_hostname=worker.hostname,
+                                                 engine=bool(consumed & ENGINE_QUEUES))
 
     def stop(self, worker):
         if self.server is not None:
@@ -76,3 +85,6 @@ class HealthServerStep(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(HealthServerStep)
+
+# Task metrics, the log context of each task, worker heartbeats, and logging from settings.LOGGING.
+from tinywindow import celery_signals  # noqa: E402, F401 - connects the receivers

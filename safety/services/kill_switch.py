@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from safety.models import KillSwitchAction, KillSwitchEvent, KillSwitchMode, KillSwitchState
 from safety.services.audit import audit_record
-from tinywindow import metrics
+from safety.services.notify import notify_event
 from tinywindow.exceptions import SafetyStateUnknown, ValidationError
 from tinywindow.redis_client import (
     KILL_SWITCH_ACTIVE_KEY,
@@ -76,7 +76,6 @@ def kill_switch_mirror(view: KillSwitchView | None = None) -> bool:
     except redis.RedisError as exc:
         logger.error("kill switch: could not mirror state to Redis: %s", exc)
         return False
-    metrics.KILL_SWITCH_ACTIVE.set(1 if view.active else 0)
     return True
 
 
@@ -138,6 +137,8 @@ def kill_switch_engage(*, mode: str, reason: str, actor: str, source: str,
         )
         audit_record(actor=actor, action="kill_switch.activate", target=mode, details={"reason": reason}, source=source)
         transaction.on_commit(_enqueue_kill_switch_actions)
+        transaction.on_commit(lambda: notify_event("kill_switch.activate", {
+            "mode": mode, "reason": reason, "actor": actor, "source": source}))
     view = kill_switch_read_db()
     kill_switch_mirror(view)
     logger.critical("KILL SWITCH ACTIVATED (%s) by %s from %s: %s", mode, actor, source, reason)
@@ -161,6 +162,8 @@ def kill_switch_disengage(*, actor: str, source: str, reason: str = "", now: dat
         )
         audit_record(actor=actor, action="kill_switch.deactivate", target=previous_mode, details={"reason": reason},
                      source=source)
+        transaction.on_commit(lambda: notify_event("kill_switch.deactivate", {
+            "previous_mode": previous_mode, "reason": reason, "actor": actor, "source": source}))
     view = kill_switch_read_db()
     kill_switch_mirror(view)
     logger.warning("kill switch deactivated by %s from %s", actor, source)

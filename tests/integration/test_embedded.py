@@ -1,15 +1,17 @@
 """The embedded PostgreSQL and Redis really start, serve, stop and keep their data.
 
 No Django here: these servers are what Django's database comes from, so the tests talk to them
-with psycopg / redis-py directly. Every test works in its own tmp_path and on a free port, so a
-system PostgreSQL or Redis on 5432/6379 does not interfere.
+with psycopg / redis-py directly. Every test works in its own fresh directory (see `server_dir`)
+and on a free port, so a system PostgreSQL or Redis on 5432/6379 does not interfere.
 """
 
 from __future__ import annotations
 
+import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,8 +65,22 @@ def clean_redis() -> None:
 
 
 @pytest.fixture
-def started() -> Iterator[list[EmbeddedServer]]:
-    """Servers a test starts; stopped even when the test fails, so none outlives the run."""
+def server_dir() -> Iterator[Path]:
+    """A fresh directory for one test's server data, removed afterwards.
+
+    Not tmp_path: as root, PostgreSQL runs as the `pgserver` user, which must traverse every
+    parent of its data directory, and every pytest session that starts on this machine resets
+    /tmp/pytest-of-<user> to mode 0700 (pytest's own safety check). A concurrent session would
+    then lock our postmaster out of its data in the middle of a test.
+    """
+    path = Path(tempfile.mkdtemp(prefix="tw-embedded-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def started(server_dir: Path) -> Iterator[list[EmbeddedServer]]:
+    """Servers a test starts; stopped even when the test fails (and before server_dir goes)."""
     servers: list[EmbeddedServer] = []
     yield servers
     for server in reversed(servers):
@@ -127,9 +143,9 @@ def test_missing_execute_bit_is_restored(tmp_path: Path) -> None:
 # PostgreSQL
 
 
-def test_postgres_starts_serves_and_stops(tmp_path: Path, started: list[EmbeddedServer]) -> None:
+def test_postgres_starts_serves_and_stops(server_dir: Path, started: list[EmbeddedServer]) -> None:
     port = find_free_port()
-    server = start_postgres(tmp_path / "postgres", preferred_port=port, database="tw_test")
+    server = start_postgres(server_dir / "postgres", preferred_port=port, database="tw_test")
     started.append(server)
 
     assert server.name == "postgresql"
@@ -151,8 +167,8 @@ def test_postgres_starts_serves_and_stops(tmp_path: Path, started: list[Embedded
     server.stop()  # idempotent
 
 
-def test_postgres_restart_keeps_data(tmp_path: Path, started: list[EmbeddedServer]) -> None:
-    data_dir = tmp_path / "postgres"
+def test_postgres_restart_keeps_data(server_dir: Path, started: list[EmbeddedServer]) -> None:
+    data_dir = server_dir / "postgres"
     first = start_postgres(data_dir, preferred_port=find_free_port())
     started.append(first)
     with psycopg.connect(first.url, autocommit=True) as conn:
@@ -167,9 +183,9 @@ def test_postgres_restart_keeps_data(tmp_path: Path, started: list[EmbeddedServe
 
 
 def test_postgres_start_replaces_a_leftover_from_a_crashed_run(
-    tmp_path: Path, started: list[EmbeddedServer]
+    server_dir: Path, started: list[EmbeddedServer]
 ) -> None:
-    data_dir = tmp_path / "postgres"
+    data_dir = server_dir / "postgres"
     crashed = start_postgres(data_dir, preferred_port=find_free_port())
     started.append(crashed)
     [old_pid] = crashed.pids()
@@ -188,8 +204,8 @@ def test_postgres_start_replaces_a_leftover_from_a_crashed_run(
         assert conn.execute("SELECT v FROM kept").fetchall() == [(42,)]
 
 
-def test_postgres_start_failure_names_the_log(tmp_path: Path, started: list[EmbeddedServer]) -> None:
-    data_dir = tmp_path / "postgres"
+def test_postgres_start_failure_names_the_log(server_dir: Path, started: list[EmbeddedServer]) -> None:
+    data_dir = server_dir / "postgres"
     server = start_postgres(data_dir, preferred_port=find_free_port())
     started.append(server)
     server.stop()
@@ -210,8 +226,8 @@ def test_postgres_start_failure_names_the_log(tmp_path: Path, started: list[Embe
 # Redis
 
 
-def test_redis_serves_and_keeps_keys_across_a_restart(tmp_path: Path, started: list[EmbeddedServer]) -> None:
-    data_dir = tmp_path / "redis"
+def test_redis_serves_and_keeps_keys_across_a_restart(server_dir: Path, started: list[EmbeddedServer]) -> None:
+    data_dir = server_dir / "redis"
     port = find_free_port()
     first = start_redis(data_dir, preferred_port=port)
     started.append(first)
@@ -239,9 +255,9 @@ def test_redis_serves_and_keeps_keys_across_a_restart(tmp_path: Path, started: l
 
 
 def test_redis_start_replaces_a_leftover_from_a_crashed_run(
-    tmp_path: Path, started: list[EmbeddedServer]
+    server_dir: Path, started: list[EmbeddedServer]
 ) -> None:
-    data_dir = tmp_path / "redis"
+    data_dir = server_dir / "redis"
     crashed = start_redis(data_dir, preferred_port=find_free_port())
     started.append(crashed)
     client = redis.Redis.from_url(crashed.url)
@@ -258,8 +274,8 @@ def test_redis_start_replaces_a_leftover_from_a_crashed_run(
     client.close()
 
 
-def test_redis_start_failure_names_the_log(tmp_path: Path, started: list[EmbeddedServer]) -> None:
-    data_dir = tmp_path / "redis"
+def test_redis_start_failure_names_the_log(server_dir: Path, started: list[EmbeddedServer]) -> None:
+    data_dir = server_dir / "redis"
     data_dir.mkdir()
     (data_dir / "appendonly.aof").write_text("this is not an append-only file\n")
 
@@ -267,12 +283,12 @@ def test_redis_start_failure_names_the_log(tmp_path: Path, started: list[Embedde
         started.append(start_redis(data_dir, preferred_port=find_free_port()))
 
     message = str(caught.value)
-    assert str(tmp_path / "redis.log") in message
+    assert str(server_dir / "redis.log") in message
     assert "append only file" in message.lower()
 
 
-def test_postgres_on_a_path_too_long_for_a_unix_socket(tmp_path: Path, started: list[EmbeddedServer]) -> None:
-    data_dir = tmp_path / ("d" * 60) / ("e" * 60) / "postgres"
+def test_postgres_on_a_path_too_long_for_a_unix_socket(server_dir: Path, started: list[EmbeddedServer]) -> None:
+    data_dir = server_dir / ("d" * 60) / ("e" * 60) / "postgres"
     assert len(str(data_dir)) > 108  # longer than sun_path: the socket cannot live in PGDATA
     server = start_postgres(data_dir, preferred_port=find_free_port())
     started.append(server)
@@ -280,15 +296,21 @@ def test_postgres_on_a_path_too_long_for_a_unix_socket(tmp_path: Path, started: 
     with psycopg.connect(server.url) as conn:
         [(socket_dirs,)] = conn.execute("SHOW unix_socket_directories").fetchall()
     sock_dir = Path(socket_dirs)
-    assert sock_dir != data_dir
-    assert (sock_dir / f".s.PGSQL.{server.port}").is_socket()
-    assert stat.S_IMODE(sock_dir.stat().st_mode) == 0o700
+    try:
+        assert sock_dir != data_dir
+        assert sock_dir.parent == Path(tempfile.gettempdir())
+        assert (sock_dir / f".s.PGSQL.{server.port}").is_socket()
+        assert stat.S_IMODE(sock_dir.stat().st_mode) == 0o700
+    finally:
+        server.stop()
+        # Named after the data directory so a real one is reused; this test's path is unique.
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 @pytest.mark.parametrize("start", [start_postgres, start_redis], ids=["postgres", "redis"])
 def test_start_survives_losing_the_picked_port_to_another_process(
     start: Callable[..., EmbeddedServer],
-    tmp_path: Path,
+    server_dir: Path,
     started: list[EmbeddedServer],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -306,7 +328,7 @@ def test_start_survives_losing_the_picked_port_to_another_process(
             return port
 
         monkeypatch.setattr(embedded, "pick_port", pick_port_then_lose_it)
-        server = start(tmp_path / "data", preferred_port=find_free_port())
+        server = start(server_dir / "data", preferred_port=find_free_port())
         started.append(server)
 
         assert picks[0] == stolen

@@ -1,4 +1,4 @@
-"""Pick the gateway for an agent's venue."""
+"""Pick the gateway for an agent's venue: `paper`, or any ccxt exchange id (`binance`...)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from trading.gateways.base import Gateway
 
 
 def gateway_for(exchange: str) -> Gateway:
+    """The gateway for `exchange`. Live exchanges are refused unless enabled (see `ccxt_gateway_for`)."""
     if exchange == "paper":
         from trading.feeds import feed_for
         from trading.gateways.paper import PaperGateway
 
         return PaperGateway(feed=feed_for("synthetic"))
-    from tinywindow.exceptions import ConfigurationError
+    from trading.gateways.ccxt import ccxt_gateway_for
 
-    raise ConfigurationError(f"no gateway for exchange {exchange!r} yet (live exchanges: trading-core work)")
+    return ccxt_gateway_for(exchange)

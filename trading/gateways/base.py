@@ -41,6 +41,9 @@ class OrderRequest:
     quantity: Decimal
     price: Decimal | None = None
     reduce_only: bool = False
+    # The venue sub-account the order trades for (paper: one per agent, see `venue_account`).
+    # Real exchanges ignore it: there the API key is the account.
+    account: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,12 @@ class VenueOrderReport:
     filled_quantity: Decimal
     fills: tuple[VenueFill, ...] = field(default_factory=tuple)
     reject_reason: str = ""
+    reject_code: str = ""  # insufficient_funds | invalid_order | "" (venue-specific refusals)
+
+
+def venue_account(agent_id: int) -> str:
+    """The paper venue account of one agent: each agent trades its own capital."""
+    return f"agent-{agent_id}"
 
 
 class Gateway(Protocol):
@@ -82,3 +91,13 @@ class Gateway(Protocol):
     def record_realized_pnl(self, trade_id: str, pnl: Decimal) -> None:
         """Let a venue that keeps per-trade PnL (the paper venue) store it; others ignore it."""
         ...
+
+
+def gateway_cancel_orders(gateway: Gateway, client_order_ids: list[str],
+                          symbol: str) -> dict[str, VenueOrderReport | None]:
+    """Cancel many orders of one symbol. Uses the gateway's bulk `cancel_orders` when it has
+    one (the paper venue: one transaction for all), else cancels one by one."""
+    bulk = getattr(gateway, "cancel_orders", None)
+    if bulk is not None:
+        return bulk(client_order_ids, symbol)
+    return {cid: gateway.cancel_order(cid, symbol) for cid in client_order_ids}

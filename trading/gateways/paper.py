@@ -1,28 +1,73 @@
-"""PaperGateway: the gateway protocol over the paper venue, timed like a real API."""
+"""PaperGateway: the gateway protocol over the paper venue, timed like a real API.
+
+It raises the same exceptions a real exchange's gateway does (`InsufficientFunds`,
+`InvalidOrder`) when the venue refuses an order, so the order services cannot tell paper
+from live. Each agent trades its own paper account (`agent-<id>`), funded on its first
+order with the agent's capital in the quote currency (see `paper_account_funding`).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
 from django.utils import timezone
 
-from paper.markets import paper_market
-from paper.venue import PaperVenue
+from paper.markets import PAPER_MARKETS, paper_market
+from paper.services.balances import paper_account_seed
+from paper.venue import REJECT_INSUFFICIENT_FUNDS, PaperVenue
+from safety.services.stats import api_call_record
 from tinywindow import metrics
+from tinywindow.exceptions import InsufficientFunds, InvalidOrder
+from tinywindow.fields import ZERO
 from trading.feeds.base import Feed
 from trading.gateways.base import Market, OrderRequest, VenueOrderReport
 
 T = TypeVar("T")
+ACCOUNT_PREFIX = "agent-"
+
+
+def paper_account_funding(account: str) -> dict[str, Decimal]:
+    """What an agent's paper account starts with: its cash in the quote currency, its longs in base.
+
+    A new agent has no positions, so this is simply its capital. An agent that traded before
+    paper balances existed gets what its books say it holds (cash = capital + realized PnL -
+    cost of open positions), so its first sell after an upgrade is not refused.
+    """
+    from trading.models import Agent, Position
+
+    if not account.startswith(ACCOUNT_PREFIX) or not account[len(ACCOUNT_PREFIX):].isdigit():
+        return {}
+    agent = Agent.objects.filter(pk=int(account[len(ACCOUNT_PREFIX):])).first()
+    if agent is None:
+        return {}
+    quotes = {paper_market(s).quote for s in agent.symbols if s in PAPER_MARKETS} or {"USDT"}
+    quote = sorted(quotes)[0]
+    cash = agent.capital
+    funding: dict[str, Decimal] = {}
+    for position in Position.objects.filter(agent=agent):
+        cash += position.realized_pnl - position.quantity * position.average_price
+        if position.quantity > 0 and position.symbol in PAPER_MARKETS:
+            base = paper_market(position.symbol).base
+            funding[base] = funding.get(base, ZERO) + position.quantity
+    funding[quote] = max(cash, ZERO)
+    return funding
 
 
 class PaperGateway:
     exchange = "paper"
+    # The venue's books are tables in TinyWindow's own database: a batch of sends can share
+    # one transaction with the order bookkeeping (see orders_execute_batch).
+    shares_database = True
 
     def __init__(self, *, feed: Feed) -> None:
         self.venue = PaperVenue(feed=feed)
+
+    def __repr__(self) -> str:
+        return f"PaperGateway(feed={self.venue.feed!r})"
 
     def _timed(self, endpoint: str, call: Callable[[], T]) -> T:
         started = time.perf_counter()
@@ -33,12 +78,22 @@ class PaperGateway:
             return result
         finally:
             metrics.API_LATENCY.labels(self.exchange, endpoint, outcome).observe(time.perf_counter() - started)
+            api_call_record(exchange=self.exchange, ok=outcome == "ok")  # feeds the API error-rate breaker
 
     def market(self, symbol: str) -> Market:
         return paper_market(symbol)
 
     def submit_order(self, request: OrderRequest) -> VenueOrderReport:
-        return self._timed("create_order", lambda: self.venue.submit(request, now=timezone.now()))
+        if request.account:
+            paper_account_seed(account=request.account, balances=paper_account_funding(request.account))
+        report = self._timed("create_order", lambda: self.venue.submit(request, now=timezone.now()))
+        if report.status == "rejected" and not report.fills:
+            # What a real exchange answers with an error; the order services reject the order.
+            funds = report.reject_code == REJECT_INSUFFICIENT_FUNDS
+            exc, kind = (InsufficientFunds, "insufficient_funds") if funds else (InvalidOrder, "invalid_order")
+            metrics.API_ERRORS.labels(self.exchange, "create_order", kind).inc()
+            raise exc(report.reject_reason or "refused by the paper venue")
+        return report
 
     def fetch_order(self, client_order_id: str, symbol: str) -> VenueOrderReport | None:
         return self._timed("fetch_order", lambda: self.venue.fetch(client_order_id))
@@ -46,5 +101,20 @@ class PaperGateway:
     def cancel_order(self, client_order_id: str, symbol: str) -> VenueOrderReport | None:
         return self._timed("cancel_order", lambda: self.venue.cancel(client_order_id))
 
+    def cancel_orders(self, client_order_ids: list[str], symbol: str) -> dict[str, VenueOrderReport | None]:
+        """Bulk cancel (the kill switch): one venue transaction for the whole batch."""
+        from paper.services.bulk import venue_orders_cancel
+
+        found = self._timed("cancel_orders", lambda: venue_orders_cancel(client_order_ids=client_order_ids))
+        reports: dict[str, VenueOrderReport | None] = dict.fromkeys(client_order_ids)
+        for venue_order in found:
+            reports[venue_order.client_order_id] = self.venue.report(venue_order)
+        return reports
+
     def record_realized_pnl(self, trade_id: str, pnl: Decimal) -> None:
         self.venue.set_trade_pnl(trade_id, pnl)
+
+    def match_open_orders(self, *, now: datetime | None = None) -> list[str]:
+        """Run one matching pass of the venue (resting limits, partly filled orders)."""
+        return self.venue.match_open_orders(now=now or timezone.now())
+

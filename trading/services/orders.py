@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import logging
 import uuid
+from contextlib import nullcontext
 from datetime import datetime
 from decimal import Decimal
 
 from django.db import transaction
 from django.utils import timezone
 
-from safety.services.gate import pretrade_refusal, venue_send_permit
+from safety.services.breakers import breakers_check_soon
+from safety.services.gate import TradingGate, pretrade_refusal, trading_gate
+from safety.services.risk import risk_check_order
 from tinywindow import metrics
 from tinywindow.exceptions import PermanentExchangeError, SafetyStateUnknown, TradingHalted, ValidationError
 from tinywindow.fields import ZERO
 from trading.gateways import gateway_for
-from trading.gateways.base import Gateway, OrderRequest, VenueOrderReport
+from trading.gateways.base import Gateway, OrderRequest, VenueOrderReport, gateway_cancel_orders, venue_account
 from trading.lock_objects import lock_order, lock_position
 from trading.models import Agent, Fill, Order, OrderOrigin, OrderSide, OrderType
 from trading.order_states import OPEN_STATUSES, OrderStatus, check_transition
@@ -47,15 +50,33 @@ def order_transition(order: Order, new_status: str, *, now: datetime | None = No
     metrics.ORDERS.labels(new_status, order.agent.name, order.symbol, order.mode).inc()
 
 
+REJECT_KINDS = (
+    ("kill switch", "kill_switch"),
+    ("circuit breaker", "circuit_breaker"),
+    ("risk limit", "risk_limit"),
+    ("safety state unknown", "safety_unknown"),
+)
+
+
 def _reject_kind(reason: str) -> str:
-    return reason.split(" ", 1)[0].split(":", 1)[0][:32] or "unknown"
+    for prefix, kind in REJECT_KINDS:
+        if reason.startswith(prefix):
+            return kind
+    return "venue"
+
+
+def _after_reject(reason: str) -> None:
+    metrics.ORDER_REJECTS.labels(_reject_kind(reason)).inc()
+    if _reject_kind(reason) in ("risk_limit", "venue"):
+        transaction.on_commit(lambda: breakers_check_soon(["reject_rate"]))
 
 
 def order_create(*, agent: Agent, symbol: str, side: str, quantity: Decimal, order_type: str = OrderType.MARKET,
                  price: Decimal | None = None, reduce_only: bool = False, origin: str = OrderOrigin.STRATEGY,
                  decision_reason: str = "", reference_price: Decimal | None = None,
-                 gateway: Gateway | None = None) -> Order:
-    """Validate, check, and commit one order; enqueue its execution after the commit."""
+                 gateway: Gateway | None = None, enqueue: bool = True) -> Order:
+    """Validate, check, and commit one order; enqueue its execution after the commit
+    (unless `enqueue` is False: the caller executes it, e.g. in a batch)."""
     if side not in OrderSide.values:
         raise ValidationError(f"side must be one of {', '.join(OrderSide.values)}", field="side")
     if order_type not in OrderType.values:
@@ -79,19 +100,29 @@ def order_create(*, agent: Agent, symbol: str, side: str, quantity: Decimal, ord
         refusal = pretrade_refusal(order)
     except SafetyStateUnknown as exc:
         refusal = f"safety state unknown: {exc}"
+    if not refusal:
+        last_price = reference_price or market_last_price(agent, symbol)
+        decision = risk_check_order(order, market=market, last_price=last_price, now=timezone.now())
+        refusal = "" if decision.allowed else decision.reason
     if refusal:
         order.status = OrderStatus.REJECTED
         order.reject_reason = refusal
         order.closed_at = timezone.now()
-        metrics.ORDER_REJECTS.labels(_reject_kind(refusal)).inc()
+        _after_reject(refusal)
     with transaction.atomic():
         order.save()
         metrics.ORDERS.labels(order.status, agent.name, symbol, order.mode).inc()
-        if order.status == OrderStatus.PENDING:
+        if order.status == OrderStatus.PENDING and enqueue:
             transaction.on_commit(lambda: _enqueue_execution(order.pk))
     logger.info("order %s %s %s %s: %s", order.client_order_id, side, order.quantity, symbol, order.status,
                 extra={"order_id": order.pk, "agent_id": agent.pk})
     return order
+
+
+def market_last_price(agent: Agent, symbol: str) -> Decimal:
+    from trading.feeds import feed_for
+
+    return feed_for(agent.feed).last_price(symbol, timezone.now())
 
 
 def _enqueue_execution(order_id: int) -> None:
@@ -107,13 +138,17 @@ def order_reject(*, order_id: int, reason: str) -> Order:
             order_transition(order, OrderStatus.REJECTED)
             order.reject_reason = reason
             order.save()
-            metrics.ORDER_REJECTS.labels(_reject_kind(reason)).inc()
+            _after_reject(reason)
     logger.warning("order %s rejected: %s", order.client_order_id, reason, extra={"order_id": order_id})
     return order
 
 
-def order_execute(*, order_id: int, gateway: Gateway | None = None) -> Order:
-    """Send a pending order to its venue; safe to run twice for the same order."""
+def order_execute(*, order_id: int, gateway: Gateway | None = None, gate: TradingGate | None = None) -> Order:
+    """Send a pending order to its venue; safe to run twice for the same order.
+
+    `gate` is a trading gate the caller already holds (batch execution); without it the
+    order takes and releases the gate itself.
+    """
     order = Order.objects.select_related("agent").get(pk=order_id)
     if order.status not in (OrderStatus.PENDING, OrderStatus.SUBMITTED):
         return order  # already handled by an earlier delivery
@@ -126,23 +161,101 @@ def order_execute(*, order_id: int, gateway: Gateway | None = None) -> Order:
     request = OrderRequest(
         client_order_id=order.client_order_id, symbol=order.symbol, side=order.side, order_type=order.order_type,
         quantity=order.quantity, price=order.price, reduce_only=order.reduce_only,
+        account=venue_account(order.agent_id),
     )
     try:
-        with venue_send_permit(order):
-            with transaction.atomic():
-                order = lock_order(order_id)
-                if order.status not in (OrderStatus.PENDING, OrderStatus.SUBMITTED):
-                    return order
-                if order.status == OrderStatus.PENDING:
-                    order_transition(order, OrderStatus.SUBMITTED)
-                    order.submitted_at = timezone.now()
-                    order.save()
-            report = gateway.submit_order(request)
+        if gate is None:
+            with trading_gate() as held:
+                report = _send_under_gate(order_id, request, gateway, held)
+        else:
+            report = _send_under_gate(order_id, request, gateway, gate)
     except TradingHalted as exc:
         return order_reject(order_id=order_id, reason=str(exc))
     except PermanentExchangeError as exc:
         return order_reject(order_id=order_id, reason=f"venue refused: {exc}")
+    if report is None:
+        return Order.objects.select_related("agent").get(pk=order_id)  # another delivery got there first
     return order_apply_report(order_id=order_id, report=report, gateway=gateway)
+
+
+def _send_under_gate(order_id: int, request: OrderRequest, gateway: Gateway,
+                     gate: TradingGate) -> VenueOrderReport | None:
+    """The last check and the send, while the caller holds the trading gate."""
+    with transaction.atomic():
+        order = lock_order(order_id)
+        if order.status not in (OrderStatus.PENDING, OrderStatus.SUBMITTED):
+            return None
+        refusal = gate.refusal(order)
+        if refusal:
+            raise TradingHalted(refusal)
+        if order.status == OrderStatus.PENDING:
+            order_transition(order, OrderStatus.SUBMITTED)
+            order.submitted_at = timezone.now()
+            order.save()
+    return gateway.submit_order(request)
+
+
+def orders_execute_batch(*, order_ids: list[int]) -> list[Order]:
+    """Execute several orders under one hold of the trading gate (the kill switch's flattening).
+
+    1. One transaction moves every order the gate allows to `submitted` (and rejects the
+       others): the write-ahead step, committed before anything is sent.
+    2. The sends. For a venue that lives in this database (the paper venue, whose gateway
+       says `shares_database`), every send and its bookkeeping go in one transaction with a
+       savepoint per order, so the batch costs two commits instead of three per order; a
+       crash rolls venue and books back together and the orders, still `submitted`, are
+       looked up and sent again on redelivery. A remote venue gets one send per order as usual.
+    Orders found already `submitted` (a redelivered batch) take the single-order path, which
+    asks the venue before sending again.
+    """
+    resend: list[int] = []
+    to_send: list[Order] = []
+    with trading_gate() as gate:
+        with transaction.atomic():
+            locked = (Order.objects.select_for_update().select_related("agent")
+                      .filter(pk__in=order_ids, status__in=[OrderStatus.PENDING, OrderStatus.SUBMITTED])
+                      .order_by("pk"))
+            for order in locked:
+                if order.status == OrderStatus.SUBMITTED:
+                    resend.append(order.pk)
+                    continue
+                refusal = gate.refusal(order)
+                if refusal:
+                    order_transition(order, OrderStatus.REJECTED)
+                    order.reject_reason = refusal
+                    order.save()
+                    _after_reject(refusal)
+                    continue
+                order_transition(order, OrderStatus.SUBMITTED)
+                order.submitted_at = timezone.now()
+                order.save()
+                to_send.append(order)
+        for order_id in resend:
+            order_execute(order_id=order_id, gate=gate)
+        by_exchange: dict[str, list[Order]] = {}
+        for order in to_send:
+            by_exchange.setdefault(order.exchange, []).append(order)
+        for exchange, orders in by_exchange.items():
+            gateway = gateway_for(exchange)
+            shared = transaction.atomic() if getattr(gateway, "shares_database", False) else nullcontext()
+            with shared:
+                for order in orders:
+                    _send_and_book(order, gateway)
+    return list(Order.objects.filter(pk__in=order_ids).select_related("agent").order_by("pk"))
+
+
+def _send_and_book(order: Order, gateway: Gateway) -> None:
+    request = OrderRequest(
+        client_order_id=order.client_order_id, symbol=order.symbol, side=order.side, order_type=order.order_type,
+        quantity=order.quantity, price=order.price, reduce_only=order.reduce_only,
+        account=venue_account(order.agent_id),
+    )
+    try:
+        with transaction.atomic():  # a savepoint when the batch shares one transaction
+            report = gateway.submit_order(request)
+            order_apply_report(order_id=order.pk, report=report, gateway=gateway)
+    except PermanentExchangeError as exc:
+        order_reject(order_id=order.pk, reason=f"venue refused: {exc}")
 
 
 def order_apply_report(*, order_id: int, report: VenueOrderReport, gateway: Gateway) -> Order:
@@ -177,6 +290,7 @@ def order_apply_report(*, order_id: int, report: VenueOrderReport, gateway: Gate
             metrics.FILLS.labels(order.agent.name, order.symbol, order.mode).inc()
         if position is not None:
             position.save()
+            transaction.on_commit(lambda: breakers_check_soon(["daily_loss", "consecutive_losses", "drawdown"]))
         if order.filled_quantity > 0:
             order.average_fill_price = notional / order.filled_quantity
         order.venue_order_id = report.venue_order_id or order.venue_order_id
@@ -185,8 +299,12 @@ def order_apply_report(*, order_id: int, report: VenueOrderReport, gateway: Gate
             order_transition(order, target)
             if target == OrderStatus.REJECTED:
                 order.reject_reason = report.reject_reason or "rejected by the venue"
-                metrics.ORDER_REJECTS.labels("venue").inc()
+                _after_reject(order.reject_reason)
         order.save()
+    if new_fills:  # the last link of tick → order → fill in the logs (root_task_id is the tick's task)
+        logger.info("order %s: %s fill(s), filled %s of %s at %s: %s", order.client_order_id, len(new_fills),
+                    order.filled_quantity, order.quantity, order.average_fill_price, order.status,
+                    extra={"order_id": order.pk, "agent_id": order.agent_id})
     return order
 
 
@@ -228,6 +346,75 @@ def order_cancel(*, order_id: int, reason: str, gateway: Gateway | None = None) 
                 order.save()
         return order
     return order_apply_report(order_id=order_id, report=report, gateway=gateway)
+
+
+def order_refresh(*, order_id: int, gateway: Gateway | None = None) -> Order:
+    """Ask the venue about an open order and record what changed (fills of a resting order...).
+
+    Used by the paper venue's matching pass and safe to run any time: replayed fills are no-ops.
+    """
+    order = Order.objects.select_related("agent").get(pk=order_id)
+    if order.status not in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED):
+        return order  # pending: order_execute's job; terminal: nothing more to learn
+    gateway = gateway or gateway_for(order.exchange)
+    report = gateway.fetch_order(order.client_order_id, order.symbol)
+    if report is None:
+        return order
+    return order_apply_report(order_id=order_id, report=report, gateway=gateway)
+
+
+# The bulk cancel below writes statuses with UPDATE, bypassing order_transition(); these are
+# the moves it makes, checked once here against the table so the two can never disagree.
+for _moved_from in (OrderStatus.PENDING, OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED):
+    check_transition(_moved_from, OrderStatus.CANCELLED)
+
+
+def orders_cancel_open(*, reason: str) -> int:
+    """Cancel every open order, fast enough for the kill switch (1,000 orders in well under 2 s).
+
+    Orders never sent are cancelled with one UPDATE; its WHERE clause is re-checked under the
+    row lock, so an order a worker is marking `submitted` at that moment is skipped here and
+    refused by that worker's own kill-switch re-check. Orders at a venue are cancelled in bulk
+    per venue and symbol; those the venue reports untouched are closed with one UPDATE, those
+    with new fills go through `order_apply_report` one by one.
+    """
+    now = timezone.now()
+    counts: dict[tuple[str, str, str], int] = {}
+
+    def close(ids: list[int], from_statuses: list[str]) -> int:
+        rows = list(Order.objects.filter(pk__in=ids, status__in=from_statuses)
+                    .values_list("agent__name", "symbol", "mode"))
+        done = Order.objects.filter(pk__in=ids, status__in=from_statuses).update(
+            status=OrderStatus.CANCELLED, reject_reason=reason, closed_at=now, updated_at=now)
+        for key in rows:
+            counts[key] = counts.get(key, 0) + 1
+        return done
+
+    pending_ids = list(Order.objects.filter(status=OrderStatus.PENDING).values_list("pk", flat=True))
+    cancelled = close(pending_ids, [OrderStatus.PENDING])
+    at_venue = Order.objects.filter(status__in=[OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED])
+    groups: dict[tuple[str, str], list[tuple[int, str, Decimal]]] = {}
+    for pk, exchange, symbol, cid, filled in at_venue.values_list("pk", "exchange", "symbol", "client_order_id",
+                                                                   "filled_quantity"):
+        groups.setdefault((exchange, symbol), []).append((pk, cid, filled))
+    for (exchange, symbol), rows in groups.items():
+        gateway = gateway_for(exchange)
+        reports = gateway_cancel_orders(gateway, [cid for _, cid, _ in rows], symbol)
+        quiet, busy = [], []
+        for pk, cid, filled in rows:
+            report = reports.get(cid)
+            if report is not None and report.status == "cancelled" and report.filled_quantity == filled:
+                quiet.append(pk)
+            else:
+                busy.append((pk, report))
+        cancelled += close(quiet, [OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED])
+        for pk, report in busy:
+            order = (order_apply_report(order_id=pk, report=report, gateway=gateway) if report is not None
+                     else order_cancel(order_id=pk, reason=reason, gateway=gateway))
+            cancelled += order.status == OrderStatus.CANCELLED
+    for (agent_name, symbol, mode), n in counts.items():
+        metrics.ORDERS.labels(OrderStatus.CANCELLED, agent_name, symbol, mode).inc(n)
+    return cancelled
 
 
 def open_order_ids() -> list[int]:

@@ -205,7 +205,8 @@ class Command(BaseCommand):
 
         celery = [py, "-m", "celery", "-A", "tinywindow"]
         roles = [
-            role("web", [py, "-m", "gunicorn", "tinywindow.wsgi:application", "--bind",
+            role("web", [py, "-m", "gunicorn", "tinywindow.wsgi:application", "--config",
+                         "python:tinywindow.gunicorn_conf", "--bind",
                          f"{opts['host']}:{opts['web_port']}", "--workers", str(opts["web_workers"]),
                          "--access-logfile", "-", "--graceful-timeout", "10"], "web"),
             # Celery workers share one metrics dir: the engine's :8080/metrics serves them all.

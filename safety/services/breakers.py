@@ -1,0 +1,444 @@
+"""Circuit breakers: measure, trip, recover, reset.
+
+Each breaker (a `CircuitBreakerConfig`) measures one value — daily loss, drawdown,
+consecutive losing trades, API error rate, reject rate, price shock, market-data age — for
+its scope (global, or per exchange, agent or symbol: one `CircuitBreakerState` per target)
+and trips when the value reaches its threshold:
+
+    CLOSED ──(value ≥ threshold)──► OPEN ──(recovery period over, value back below)──► HALF_OPEN
+    HALF_OPEN ──(value ≥ threshold)──► OPEN        HALF_OPEN ──(probe period clean)──► CLOSED
+    any ──(operator reset with a reason)──► CLOSED
+
+A count-based breaker (consecutive losses) starts counting afresh when it half-opens: the
+probe trades decide. While OPEN, new orders in scope are refused; while HALF_OPEN only
+`probe_max_orders` orders pass. Orders from the kill switch (flattening) always pass: they
+only reduce risk. Every change is a `circuit_breaker_events` row and is mirrored to Redis
+(`tinywindow:circuit_breaker:<name>` and the aggregate `tinywindow:circuit_breaker:status`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import redis
+from django.db import DatabaseError, transaction
+from django.db.models import F, Q, Sum
+from django.utils import timezone
+
+from safety.models import (
+    BreakerKind,
+    BreakerScope,
+    BreakerStatus,
+    CircuitBreakerConfig,
+    CircuitBreakerEvent,
+    CircuitBreakerState,
+)
+from safety.services import stats
+from safety.services.audit import audit_record
+from safety.services.notify import notify_event
+from tinywindow import metrics
+from tinywindow.exceptions import SafetyStateUnknown, ValidationError
+from tinywindow.fields import ZERO
+from tinywindow.redis_client import BREAKER_STATUS_KEY, get_redis
+
+logger = logging.getLogger(__name__)
+
+BREAKER_KEY = "tinywindow:circuit_breaker:{name}"
+COUNT_BASED_KINDS = frozenset({BreakerKind.CONSECUTIVE_LOSSES})
+# Rejections caused by the safety system itself do not feed the reject-rate breaker:
+# otherwise an active kill switch would trip it.
+SAFETY_REJECT_PREFIXES = ("kill switch", "circuit breaker", "safety state unknown")
+
+
+# --- the state machine (pure) -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Transition:
+    state: str
+    action: str | None  # trip | half_open | close | None (no change)
+
+
+def breaker_next_state(*, state: str, tripped: bool, now: datetime, changed_at: datetime | None,
+                       recovery_seconds: int, probe_seconds: int, count_based: bool = False) -> Transition:
+    """The breaker's next state after one measurement. Pure: the property tests drive it."""
+    elapsed = (now - changed_at).total_seconds() if changed_at else float("inf")
+    if state == BreakerStatus.CLOSED:
+        return Transition(BreakerStatus.OPEN, "trip") if tripped else Transition(state, None)
+    if state == BreakerStatus.OPEN:
+        if elapsed >= recovery_seconds and (count_based or not tripped):
+            return Transition(BreakerStatus.HALF_OPEN, "half_open")
+        return Transition(state, None)
+    if state == BreakerStatus.HALF_OPEN:
+        if tripped:
+            return Transition(BreakerStatus.OPEN, "trip")
+        if elapsed >= probe_seconds:
+            return Transition(BreakerStatus.CLOSED, "close")
+        return Transition(state, None)
+    raise ValueError(f"unknown breaker state {state!r}")
+
+
+# --- measurements ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Measurement:
+    value: Decimal
+    details: dict
+
+
+def _start_of_day(now: datetime) -> datetime:
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _measure_daily_loss(config, target: str, now: datetime, since: datetime | None) -> Measurement:
+    from trading.models import Fill
+
+    fills = Fill.objects.filter(executed_at__gte=_start_of_day(now))
+    if target:
+        fills = fills.filter(order__agent_id=int(target))
+    pnl = fills.aggregate(total=Sum("realized_pnl"))["total"] or ZERO
+    return Measurement(max(ZERO, -pnl), {"realized_pnl_today": str(pnl)})
+
+
+def _measure_drawdown(config, target: str, now: datetime, since: datetime | None) -> Measurement:
+    from trading.services.snapshots import drawdown_fraction, peak_equity, portfolio_valuation
+
+    equity = portfolio_valuation(now=now).equity
+    peak = peak_equity(equity)
+    return Measurement(drawdown_fraction(equity, peak), {"equity": str(equity), "peak_equity": str(peak)})
+
+
+def _measure_consecutive_losses(config, target: str, now: datetime, since: datetime | None) -> Measurement:
+    from trading.models import Fill
+
+    closing = Fill.objects.exclude(realized_pnl=0).order_by("-executed_at", "-id")
+    if target:
+        closing = closing.filter(order__agent_id=int(target))
+    if since:
+        closing = closing.filter(executed_at__gt=since)
+    streak = 0
+    for pnl in closing.values_list("realized_pnl", flat=True)[: int(config.threshold) + 1]:
+        if pnl >= 0:
+            break
+        streak += 1
+    return Measurement(Decimal(streak), {"losing_trades_in_a_row": streak})
+
+
+def _rate(numerator: int, total: int, min_samples: int) -> Decimal:
+    return (Decimal(numerator) / Decimal(total)) if total >= max(1, min_samples) else ZERO
+
+
+def _measure_api_error_rate(config, target: str, now: datetime, since: datetime | None) -> Measurement:
+    calls, errors = stats.api_call_counts(exchange=target, window_seconds=config.window_seconds,
+                                          now=now.timestamp())
+    return Measurement(_rate(errors, calls, config.min_samples), {"calls": calls, "errors": errors,
+                                                                  "window_seconds": config.window_seconds})
+
+
+def _measure_reject_rate(config, target: str, now: datetime, since: datetime | None) -> Measurement:
+    from trading.models import Order
+
+    orders = Order.objects.filter(created_at__gte=now - timedelta(seconds=config.window_seconds))
+    if target:
+        orders = orders.filter(agent_id=int(target))
+    safety_rejects = Q()
+    for prefix in SAFETY_REJECT_PREFIXES:
+        safety_rejects |= Q(reject_reason__startswith=prefix)
+    orders = orders.exclude(Q(status="rejected") & safety_rejects)
+    total = orders.count()
+    rejected = orders.filter(status="rejected").count()
+    return Measurement(_rate(rejected, total, config.min_samples), {"orders": total, "rejected": rejected,
+                                                                    "window_seconds": config.window_seconds})
+
+
+def _measure_price_shock(config, target: str, now: datetime, since: datetime | None) -> Measurement:
+    from trading.feeds import feed_for
+    from trading.models import Agent
+
+    agent = Agent.objects.filter(symbols__contains=[target]).only("feed").first()
+    feed = feed_for(agent.feed if agent else "synthetic")
+    minutes = max(1, config.window_seconds // 60)
+    candles = feed.candles(target, "1m", limit=minutes, end=now)
+    if not candles or candles[0].open <= 0:
+        return Measurement(ZERO, {"candles": 0})
+    move = abs(candles[-1].close / candles[0].open - 1)
+    return Measurement(move, {"from": str(candles[0].open), "to": str(candles[-1].close), "minutes": minutes})
+
+
+def _measure_stale_data(config, target: str, now: datetime, since: datetime | None) -> Measurement:
+    last = stats.market_data_last(symbol=target)
+    if last is None:
+        return Measurement(ZERO, {"last_seen": None})
+    age = Decimal(str(round(max(0.0, now.timestamp() - last), 3)))
+    return Measurement(age, {"last_seen_epoch": last})
+
+
+MEASURES = {
+    BreakerKind.DAILY_LOSS: _measure_daily_loss,
+    BreakerKind.DRAWDOWN: _measure_drawdown,
+    BreakerKind.CONSECUTIVE_LOSSES: _measure_consecutive_losses,
+    BreakerKind.API_ERROR_RATE: _measure_api_error_rate,
+    BreakerKind.REJECT_RATE: _measure_reject_rate,
+    BreakerKind.PRICE_SHOCK: _measure_price_shock,
+    BreakerKind.STALE_DATA: _measure_stale_data,
+}
+
+
+def _targets(config: CircuitBreakerConfig) -> list[str]:
+    from trading.models import Agent, AgentStatus
+
+    if config.scope == BreakerScope.GLOBAL:
+        return [""]
+    agents = Agent.objects.filter(status=AgentStatus.ACTIVE)
+    if config.scope == BreakerScope.AGENT:
+        return [str(pk) for pk in agents.values_list("pk", flat=True)]
+    if config.scope == BreakerScope.EXCHANGE:
+        seen = stats.api_exchanges_seen(window_seconds=config.window_seconds)
+        return sorted(seen | set(agents.values_list("exchange", flat=True)))
+    symbols = {s for row in agents.values_list("symbols", flat=True) for s in row}
+    if config.kind == BreakerKind.STALE_DATA:
+        symbols |= set(stats.market_data_symbols())
+    return sorted(symbols)
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BreakerChange:
+    name: str
+    action: str
+    state: str
+    value: Decimal
+
+
+def _state_for_update(config: CircuitBreakerConfig, target: str) -> CircuitBreakerState:
+    CircuitBreakerState.objects.get_or_create(config=config, target=target)
+    return CircuitBreakerState.objects.select_for_update().select_related("config").get(config=config, target=target)
+
+
+def _record(state: CircuitBreakerState, *, action: str, reason: str, measurement: Measurement | None,
+            actor: str = "system") -> None:
+    config = state.config
+    CircuitBreakerEvent.objects.create(
+        breaker=state.name, scope=f"{config.scope}:{state.target}" if state.target else config.scope,
+        action=action, reason=reason, details=measurement.details if measurement else {},
+        threshold_value=config.threshold, actual_value=measurement.value if measurement else None, actor=actor,
+    )
+    if action == "trip":
+        metrics.BREAKER_TRIPS.labels(config.name, state.target or "global").inc()
+    transaction.on_commit(lambda: notify_event(f"circuit_breaker.{action}", {
+        "breaker": state.name, "state": state.state, "reason": reason,
+        "threshold_value": str(config.threshold),
+        "actual_value": str(measurement.value) if measurement else None,
+    }))
+
+
+def _describe(config: CircuitBreakerConfig, target: str, value: Decimal, action: str) -> str:
+    scope = f" for {config.scope} {target}" if target else ""
+    label = BreakerKind(config.kind).label
+    if action == "trip":
+        return f"{label}{scope} reached {value} (threshold {config.threshold})"
+    if action == "half_open":
+        return f"recovery period of {config.recovery_seconds}s over{scope}: probing with limited trading"
+    return f"probe period clean{scope}: {label} at {value}, below {config.threshold}"
+
+
+def breakers_check(*, now: datetime | None = None, kinds: Iterable[str] | None = None) -> list[BreakerChange]:
+    """Measure every enabled breaker (or those of `kinds`) and apply the state machine."""
+    now = now or timezone.now()
+    configs = CircuitBreakerConfig.objects.filter(enabled=True)
+    if kinds is not None:
+        configs = configs.filter(kind__in=list(kinds))
+    changes: list[BreakerChange] = []
+    for config in configs:
+        for target in _targets(config):
+            existing = CircuitBreakerState.objects.filter(config=config, target=target).first()
+            since = existing.counting_since if existing else None
+            measurement = MEASURES[config.kind](config, target, now, since)
+            tripped = measurement.value >= config.threshold
+            with transaction.atomic():
+                state = _state_for_update(config, target)
+                transition = breaker_next_state(
+                    state=state.state, tripped=tripped, now=now, changed_at=state.changed_at,
+                    recovery_seconds=config.recovery_seconds, probe_seconds=config.probe_seconds,
+                    count_based=config.kind in COUNT_BASED_KINDS,
+                )
+                state.last_value, state.last_checked_at = measurement.value, now
+                if transition.action:
+                    state.state, state.changed_at = transition.state, now
+                    if transition.action == "half_open":
+                        state.probe_orders_used = 0
+                        if config.kind in COUNT_BASED_KINDS:
+                            state.counting_since = now
+                    reason = _describe(config, target, measurement.value, transition.action)
+                    _record(state, action=transition.action, reason=reason, measurement=measurement)
+                    changes.append(BreakerChange(state.name, transition.action, state.state, measurement.value))
+                    log = logger.critical if transition.action == "trip" else logger.warning
+                    log("circuit breaker %s: %s → %s (%s)", state.name, transition.action, state.state, reason)
+                state.save()
+    if changes:
+        transaction.on_commit(breakers_mirror)  # runs at once when not inside a transaction
+    return changes
+
+
+def breakers_check_soon(kinds: Iterable[str]) -> None:
+    """Evaluate these breakers now on the safety queue (after a fill, an API error, a reject).
+
+    Throttled to once a second per set of kinds: a burst of rejects is one check, not a
+    thousand. Never raises: the event that triggered it already happened.
+    """
+    kinds = sorted(kinds)
+    try:
+        if not get_redis().set(f"tinywindow:breakers:check_soon:{','.join(kinds)}", "1", nx=True, px=1000):
+            return
+        from safety.tasks import check_breakers
+
+        check_breakers.delay(kinds=kinds)
+    except Exception as exc:  # Redis or broker down: the periodic check still runs
+        logger.warning("inline breaker check not queued: %s", exc)
+
+
+def breaker_reset(*, reason: str, actor: str, source: str = "", name: str | None = None,
+                  now: datetime | None = None) -> list[str]:
+    """Close breakers by hand: all, or those whose name (or breaker config name) is `name`."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError("a reason is required to reset a circuit breaker", field="reason")
+    now = now or timezone.now()
+    with transaction.atomic():
+        states = CircuitBreakerState.objects.select_for_update().select_related("config").order_by("pk")
+        if name:
+            config_name, _, target = name.partition(":")
+            states = states.filter(config__name=config_name, **({"target": target} if target else {}))
+            if not states.exists() and not CircuitBreakerConfig.objects.filter(name=config_name).exists():
+                raise ValidationError(f"no circuit breaker named {name!r}", field="name")
+        reset = []
+        for state in states:
+            was = state.state
+            state.state, state.changed_at, state.counting_since, state.probe_orders_used = (
+                BreakerStatus.CLOSED, now, now, 0)
+            state.save()
+            if was != BreakerStatus.CLOSED:
+                _record(state, action="reset", reason=reason, measurement=None, actor=actor)
+                reset.append(state.name)
+        if not reset:
+            logger.warning("breaker reset by %s changed nothing: no breaker%s was open",
+                           actor, f" named {name}" if name else "")
+            CircuitBreakerEvent.objects.create(breaker=name or "*", action="reset", reason=reason, actor=actor,
+                                               details={"noop": True})
+        audit_record(actor=actor, action="circuit_breaker.reset", target=name or "*",
+                     details={"reason": reason, "reset": reset}, source=source)
+        transaction.on_commit(breakers_mirror)
+    return reset
+
+
+# --- reading state --------------------------------------------------------------------------------
+
+def aggregate_status(states: Iterable[str]) -> str:
+    states = set(states)
+    if BreakerStatus.OPEN in states:
+        return BreakerStatus.OPEN
+    if BreakerStatus.HALF_OPEN in states:
+        return BreakerStatus.HALF_OPEN
+    return BreakerStatus.CLOSED
+
+
+def breakers_mirror() -> bool:
+    """Write every breaker's state and the aggregate to Redis; False when Redis is down."""
+    rows = list(CircuitBreakerState.objects.select_related("config"))
+    try:
+        pipe = get_redis().pipeline(transaction=True)
+        for state in rows:
+            pipe.set(BREAKER_KEY.format(name=state.name), state.state)
+        pipe.set(BREAKER_STATUS_KEY, aggregate_status(s.state for s in rows))
+        pipe.execute()
+    except redis.RedisError as exc:
+        logger.error("circuit breakers: could not mirror state to Redis: %s", exc)
+        return False
+    return True
+
+
+def _applies(state: CircuitBreakerState, order) -> bool:
+    scope = state.config.scope
+    if scope == BreakerScope.GLOBAL:
+        return True
+    if scope == BreakerScope.EXCHANGE:
+        return order.exchange == state.target
+    if scope == BreakerScope.AGENT:
+        return str(order.agent_id) == state.target
+    return order.symbol == state.target
+
+
+def breakers_not_closed() -> list[CircuitBreakerState]:
+    """The OPEN and HALF_OPEN breakers (authoritative read). Fail closed when it cannot be read."""
+    try:
+        return list(CircuitBreakerState.objects.filter(state__in=[BreakerStatus.OPEN, BreakerStatus.HALF_OPEN])
+                    .select_related("config"))
+    except DatabaseError as exc:
+        raise SafetyStateUnknown("circuit breaker state unknown: database unreachable") from exc
+
+
+def breaker_refusal(order, *, count_probe: bool = False,
+                    not_closed: list[CircuitBreakerState] | None = None) -> str | None:
+    """Why a breaker refuses this order, or None. Reads the database (authoritative) unless
+    the caller passes the `not_closed` breakers it read under the trading gate.
+
+    With `count_probe`, an order let through a HALF_OPEN breaker uses one probe slot.
+    """
+    if getattr(order, "origin", "") == "kill_switch":
+        return None
+    for state in breakers_not_closed() if not_closed is None else not_closed:
+        if not _applies(state, order):
+            continue
+        if state.state == BreakerStatus.OPEN:
+            return f"circuit breaker {state.name} OPEN (threshold {state.config.threshold}, last {state.last_value})"
+        if count_probe:
+            used = CircuitBreakerState.objects.filter(
+                pk=state.pk, probe_orders_used__lt=state.config.probe_max_orders
+            ).update(probe_orders_used=F("probe_orders_used") + 1)
+            if not used:
+                return f"circuit breaker {state.name} HALF_OPEN: probe limit of {state.config.probe_max_orders} used"
+    return None
+
+
+def breaker_refusal_fast(order) -> str | None:
+    """Pre-trade path: when Redis says everything is CLOSED, skip the database."""
+    if getattr(order, "origin", "") == "kill_switch":
+        return None
+    try:
+        if get_redis().get(BREAKER_STATUS_KEY) == BreakerStatus.CLOSED:
+            return None
+    except redis.RedisError:
+        pass  # unknown: ask the database
+    return breaker_refusal(order, count_probe=True)
+
+
+def breaker_states() -> list[CircuitBreakerState]:
+    return list(CircuitBreakerState.objects.select_related("config").order_by("config__name", "target"))
+
+
+# --- defaults ---------------------------------------------------------------------------------------
+
+DEFAULT_BREAKERS = (
+    # name, kind, scope, threshold, window_seconds
+    ("daily_loss", BreakerKind.DAILY_LOSS, BreakerScope.GLOBAL, Decimal("2500"), 86400),
+    ("drawdown", BreakerKind.DRAWDOWN, BreakerScope.GLOBAL, Decimal("0.10"), 0),
+    ("consecutive_losses", BreakerKind.CONSECUTIVE_LOSSES, BreakerScope.AGENT, Decimal("8"), 0),
+    ("api_error_rate", BreakerKind.API_ERROR_RATE, BreakerScope.EXCHANGE, Decimal("0.5"), 60),
+    ("reject_rate", BreakerKind.REJECT_RATE, BreakerScope.GLOBAL, Decimal("0.5"), 300),
+    ("price_shock", BreakerKind.PRICE_SHOCK, BreakerScope.SYMBOL, Decimal("0.08"), 300),
+    ("stale_data", BreakerKind.STALE_DATA, BreakerScope.SYMBOL, Decimal("120"), 0),
+)
+
+
+def breakers_ensure_defaults(*, recovery_seconds: int = 60) -> None:
+    """Create the standard breakers if missing (thresholds are then edited in the admin)."""
+    for name, kind, scope, threshold, window in DEFAULT_BREAKERS:
+        CircuitBreakerConfig.objects.get_or_create(
+            name=name,
+            defaults={"kind": kind, "scope": scope, "threshold": threshold, "window_seconds": window,
+                      "recovery_seconds": recovery_seconds},
+        )
