@@ -1,7 +1,15 @@
-"""API plumbing shared by every app: TinyWindow errors become HTTP answers, never a 500."""
+"""API plumbing shared by every app: TinyWindow errors become HTTP answers (never a 500), JSON
+404s under /api/, and every error answer documented in the OpenAPI schema.
+
+Pagination and throttling live in tinywindow.throttling: DRF imports them while it defines
+APIView, so they must not import rest_framework.views (this module does)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -9,7 +17,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from tinywindow.exceptions import OperationalError, TinyWindowError, ValidationError
 
 
-def exception_handler(exc, context):
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ValidationError):
         field = exc.field or "non_field_errors"
         return Response({field: [exc.message]}, status=status.HTTP_400_BAD_REQUEST)
@@ -18,3 +26,67 @@ def exception_handler(exc, context):
     if isinstance(exc, TinyWindowError):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     return drf_exception_handler(exc, context)
+
+
+# --- OpenAPI -------------------------------------------------------------------------------------
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}},
+    "required": ["detail"],
+    "example": {"detail": "You do not have the role this action needs."},
+}
+_VALIDATION_SCHEMA = {
+    "type": "object",
+    "description": "One list of messages per offending field (`non_field_errors` for the request as a whole); "
+    "nested objects for nested fields. Nothing was written.",
+    "additionalProperties": {},
+    "example": {"reason": ["This field is required."]},
+}
+_ERRORS = {
+    "401": "No or invalid credentials (`Authorization: Token <key>` or the admin session).",
+    "403": "Authenticated, but the role this action needs is missing (viewer < operator < admin).",
+    "404": "No such object.",
+    "415": "The body is not JSON.",
+    "429": "Too many requests (API_THROTTLE_ANON / API_THROTTLE_USER); see Retry-After.",
+    "503": "The safety state or the database cannot be read right now; nothing was done.",
+}
+_WRITES = {"post", "put", "patch", "delete"}
+_PAGINATION_PARAMS = {"limit", "offset"}
+
+
+def _reference(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+
+def document_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: give every operation the error answers it can give,
+    with their bodies, so clients (and schemathesis) know every status code they may see."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = _ERROR_SCHEMA
+    schemas["ValidationError"] = _VALIDATION_SCHEMA
+    for path_item in result.get("paths", {}).values():
+        for method, operation in path_item.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            params = operation.get("parameters", [])
+            filtered = any(p.get("in") == "query" and p.get("name") not in _PAGINATION_PARAMS for p in params)
+            if method in _WRITES or filtered:
+                responses.setdefault("400", {"description": "Invalid input: one message list per field.",
+                                             "content": _reference("ValidationError")})
+            codes = ["401", "403", "429", "503"]
+            if any(p.get("in") == "path" for p in params):
+                codes.append("404")
+            if method in _WRITES and "requestBody" in operation:
+                codes.append("415")
+            for code in codes:
+                responses.setdefault(code, {"description": _ERRORS[code], "content": _reference("Error")})
+    return result
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """404 for every URL: JSON under /api/ (what an API client parses), Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)

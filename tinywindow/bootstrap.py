@@ -110,7 +110,9 @@ def bootstrap(*, demo_agents: bool) -> BootstrapReport:
     # Resting limit orders and the rest of partly filled orders trade on this pass (paper venue).
     _ensure_periodic("paper-matching", "paper.tasks.match_resting_orders", settings.PAPER_MATCH_SECONDS,
                      "execution")
-    report.schedules = ["risk-snapshot", "agent-performance", "check-breakers", "paper-matching"]
+    # The books against the venues (trading/services/reconcile.py); engines also run it at start.
+    _ensure_periodic("reconcile", "trading.tasks.reconcile", settings.RECONCILE_SECONDS, "execution")
+    report.schedules = ["risk-snapshot", "agent-performance", "check-breakers", "paper-matching", "reconcile"]
     if demo_agents and not Agent.objects.exists():
         for spec in DEMO_AGENTS:
             agent_create(**spec, timeframe="5s", tick_seconds=settings.DEMO_TICK_SECONDS)

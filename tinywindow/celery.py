@@ -2,17 +2,19 @@
 
 Queues (DESIGN.md "Queues and tasks"):
 - `safety`     breaker checks, kill-switch actions — consumed by the engine, never behind orders
-- `execution`  submit/cancel/query one order — acks_late, idempotent by client_order_id
+- `execution`  submit/cancel/query one order; reconcile — acks_late, idempotent by client_order_id
 - `strategy`   tick_agent(agent_id) — any number of strategy workers
 - `default`    risk snapshots, performance, housekeeping
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import Any
 
 import click
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tinywindow.settings")
@@ -30,6 +32,7 @@ app.conf.task_routes = {
     "safety.tasks.*": {"queue": "safety"},
     "trading.tasks.execute_order": {"queue": "execution"},
     "trading.tasks.execute_orders": {"queue": "execution"},
+    "trading.tasks.reconcile": {"queue": "execution"},
     "trading.tasks.tick_agent": {"queue": "strategy"},
     "trading.tasks.*": {"queue": "default"},
 }
@@ -85,6 +88,25 @@ class HealthServerStep(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(HealthServerStep)
+
+
+@signals.worker_ready.connect
+def reconcile_on_engine_start(sender: Any = None, **_: Any) -> None:
+    """An engine (a worker consuming `execution`) reconciles as soon as it is up, without waiting
+    for beat: orders a crash left behind (pending, never enqueued; submitted, never recorded) are
+    repaired at the restart. Never raises: a worker that cannot enqueue still starts, and beat's
+    run follows within RECONCILE_SECONDS."""
+    queues = sender.app.amqp.queues
+    if "execution" not in set(queues.consume_from or queues):  # no -Q: every queue
+        return
+    try:
+        from django.conf import settings
+
+        from trading.tasks import reconcile
+
+        reconcile.apply_async(expires=settings.RECONCILE_SECONDS)
+    except Exception as exc:
+        logging.getLogger(__name__).error("start-up reconciliation not enqueued: %s", exc)
 
 # Task metrics, the log context of each task, worker heartbeats, and logging from settings.LOGGING.
 from tinywindow import celery_signals  # noqa: E402, F401 - connects the receivers

@@ -145,6 +145,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # The desk banner (mode, kill switch, open breakers) on every admin page; lazy.
+                "tinywindow.context_processors.desk_status",
             ],
         },
     },
@@ -192,21 +194,77 @@ STORAGES = {
 }
 
 # --- API ------------------------------------------------------------------------------------
+_THROTTLE_PERIODS = ("s", "m", "h", "d")
+
+
+def _throttle_rate(var: str, default: str) -> str | None:
+    """A DRF rate like `600/minute` (or `off`), checked here so a typo stops the start, not a request."""
+    raw = env.str(var, default=default).strip()
+    if raw.lower() in ("off", "none", ""):
+        return None
+    number, _, period = raw.partition("/")
+    if not number.isdigit() or int(number) <= 0 or not period or period[0] not in _THROTTLE_PERIODS:
+        raise ImproperlyConfigured(f"environment variable {var}={raw!r} is not a rate like 600/minute (or off)")
+    return raw
+
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["tinywindow.permissions.RolePermission"],
+    # JSON in (the runbook's curls, scripts, Swagger UI): one body format, one set of edge cases.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "tinywindow.api.exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "tinywindow.throttling.LimitOffsetPagination",
     "PAGE_SIZE": 100,
+    # Throttling (tinywindow.throttling): generous defaults so the runbook, the admin and scripts never
+    # meet it; the kill-switch activation is never throttled. Counters live in Redis (the
+    # "throttle" cache, shared by every web worker); if Redis is down requests are let through.
+    "DEFAULT_THROTTLE_CLASSES": ["tinywindow.throttling.AnonThrottle", "tinywindow.throttling.UserThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": _throttle_rate("API_THROTTLE_ANON", "600/minute"),
+        "user": _throttle_rate("API_THROTTLE_USER", "6000/minute"),
+    },
+    # Anonymous clients are told apart by REMOTE_ADDR only; set this when a reverse proxy adds
+    # X-Forwarded-For (never trust a header a client can forge).
+    "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
+}
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "tinywindow:throttle",
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "TinyWindow API",
-    "DESCRIPTION": "Operate TinyWindow: agents, orders, positions, kill switch, circuit breakers.",
+    "DESCRIPTION": "Operate TinyWindow: agents, orders, positions, kill switch, circuit breakers.\n\n"
+    "Authenticate with a token (`Authorization: Token <key>`) or the admin's session. Roles: viewer reads; "
+    "operator activates the kill switch, resets breakers, pauses and resumes agents; admin also deactivates "
+    "the kill switch, changes limits and creates, changes or deletes agents. From loopback the kill-switch "
+    "activation needs no credentials, and in paper mode neither do the other calls. Invalid input is a 400 "
+    "with one message list per field; nothing is written.",
     "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Several fields are called `mode` or `status`; name each choice set once.
+    "ENUM_NAME_OVERRIDES": {
+        "KillSwitchModeEnum": "safety.models.KillSwitchMode",
+        "TradingModeEnum": "trading.models.TradingMode",
+        "DeskModeEnum": ["PAPER", "LIVE"],
+        "AgentStatusEnum": "trading.models.AgentStatus",
+        "OrderStatusEnum": "trading.order_states.OrderStatus",
+        "BreakerStatusEnum": "safety.models.BreakerStatus",
+    },
+    # Every operation also documents its error answers (400, 401, 403, 404, 429, 503).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tinywindow.api.document_error_responses",
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -255,6 +313,21 @@ EXCHANGE_API_URL: str = env.str("EXCHANGE_API_URL", default="")
 EXCHANGE_RATE_LIMIT_MS: int | None = env.int("EXCHANGE_RATE_LIMIT_MS", default=None)
 EXCHANGE_TIMEOUT_MS: int = env.int("EXCHANGE_TIMEOUT_MS", default=10000)
 ENGINE_HEARTBEAT_TTL_SECONDS: int = env.int("ENGINE_HEARTBEAT_TTL_SECONDS", default=20)
+# Reconciliation (trading/services/reconcile.py): the books against the venues, every
+# RECONCILE_SECONDS and when an engine starts. An order the venue does not know, left
+# `pending`/`submitted` longer than RECONCILE_STALE_SECONDS (a crash between commit and
+# enqueue, or between marking and sending), is sent again; one older than
+# RECONCILE_ORDER_MAX_AGE_SECONDS is expired instead (its decision is stale). Venue trades of
+# the last RECONCILE_TRADES_LOOKBACK_SECONDS are checked against the orders we placed (keep it
+# at most a day: Binance answers one request with at most 24 hours of trades).
+RECONCILE_SECONDS: int = env.int("RECONCILE_SECONDS", default=60)
+RECONCILE_STALE_SECONDS: int = env.int("RECONCILE_STALE_SECONDS", default=60)
+RECONCILE_ORDER_MAX_AGE_SECONDS: int = env.int("RECONCILE_ORDER_MAX_AGE_SECONDS", default=600)
+RECONCILE_TRADES_LOOKBACK_SECONDS: int = env.int("RECONCILE_TRADES_LOOKBACK_SECONDS", default=86400)
+if RECONCILE_SECONDS < 1 or not 0 < RECONCILE_STALE_SECONDS < RECONCILE_ORDER_MAX_AGE_SECONDS:
+    raise ImproperlyConfigured("RECONCILE_SECONDS and RECONCILE_STALE_SECONDS must be positive, and "
+                               "RECONCILE_STALE_SECONDS below RECONCILE_ORDER_MAX_AGE_SECONDS (got "
+                               f"{RECONCILE_SECONDS}, {RECONCILE_STALE_SECONDS}, {RECONCILE_ORDER_MAX_AGE_SECONDS})")
 
 # --- logging --------------------------------------------------------------------------------
 # One config for web, workers, beat and gunicorn (tinywindow/logs.py). LOG_FORMAT=json writes one

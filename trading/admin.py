@@ -1,5 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
 
 from tinywindow.exceptions import ValidationError
 from tinywindow.permissions import OPERATOR, actor_name, client_address, has_role
@@ -55,10 +57,13 @@ class AgentAdmin(admin.ModelAdmin):
     other surface."""
 
     form = AgentAdminForm
-    list_display = ("name", "strategy", "symbols", "timeframe", "exchange", "mode", "status", "capital", "last_tick_at")
+    list_display = ("name", "strategy", "symbols", "timeframe", "exchange", "mode", "status", "capital", "total_pnl",
+                    "schedule_enabled", "last_tick_at")
     list_filter = ("status", "mode", "exchange")
+    list_select_related = ("performance", "periodic_task")
     search_fields = ("name",)
-    readonly_fields = ("periodic_task", "last_tick_at", "last_decision", "created_at", "updated_at")
+    readonly_fields = ("schedule", "performance_summary", "last_tick_at", "last_decision", "created_at",
+                       "updated_at")
     actions = ("pause_agents", "resume_agents", "stop_agents")
 
     def save_model(self, request, obj, form, change):
@@ -70,7 +75,7 @@ class AgentAdmin(admin.ModelAdmin):
             if changes:
                 agent_update(agent=current, actor=actor, source=source, **changes)
         else:
-            created = agent_create(**{name: data[name] for name in UPDATABLE_FIELDS})
+            created = agent_create(**{name: data[name] for name in UPDATABLE_FIELDS}, actor=actor, source=source)
             obj.pk = created.pk
         if (not change and data["status"] != AgentStatus.ACTIVE) or (change and "status" in form.changed_data):
             agent_set_status(agent=obj, status=data["status"], actor=actor, source=source, reason="admin form")
@@ -85,6 +90,46 @@ class AgentAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         for agent in queryset:
             self.delete_model(request, agent)
+
+    # --- read-only views of the agent's performance row and its beat schedule ---------------------
+    @staticmethod
+    def _performance(obj: Agent) -> AgentPerformance | None:
+        try:
+            return obj.performance
+        except AgentPerformance.DoesNotExist:
+            return None
+
+    @admin.display(description="PnL (30 d)")
+    def total_pnl(self, obj: Agent):
+        perf = self._performance(obj)
+        return perf.total_pnl.normalize() if perf else "—"
+
+    @admin.display(description="Scheduled", boolean=True)
+    def schedule_enabled(self, obj: Agent) -> bool | None:
+        return obj.periodic_task.enabled if obj.periodic_task_id else None
+
+    @admin.display(description="Performance")
+    def performance_summary(self, obj: Agent) -> str:
+        perf = self._performance(obj)
+        if perf is None:
+            return "not computed yet (the agent-performance task runs every 5 minutes)"
+        win_rate = f"{perf.win_rate * 100:.1f}%" if perf.win_rate is not None else "—"
+        sharpe = f"{perf.sharpe_ratio.normalize()}" if perf.sharpe_ratio is not None else "—"
+        return format_html(
+            "{} closing trades · win rate {} · Sharpe (per trade) {} · total PnL {}<br>window {} → {}",
+            perf.trades, win_rate, sharpe, perf.total_pnl.normalize(), f"{perf.window_start:%Y-%m-%d %H:%M}",
+            f"{perf.window_end:%Y-%m-%d %H:%M} UTC")
+
+    @admin.display(description="Beat schedule")
+    def schedule(self, obj: Agent) -> str:
+        task = obj.periodic_task
+        if task is None:
+            return "none (the agent is not scheduled)"
+        url = reverse("admin:django_celery_beat_periodictask_change", args=[task.pk])
+        last = f"{task.last_run_at:%Y-%m-%d %H:%M:%S} UTC" if task.last_run_at else "never"
+        return format_html("<a href=\"{}\">{}</a> · {} · {} · queue {} · last run {} · {} runs", url, task.name,
+                           "enabled" if task.enabled else "disabled", task.interval or "no interval", task.queue,
+                           last, task.total_run_count)
 
     # Pausing is an operator's move (DESIGN.md "Security"), not only an admin's.
     def has_pause_permission(self, request) -> bool:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.db.models import Count, QuerySet
+
 from trading.feeds.base import Candle, require_aware, timeframe_seconds
+from trading.models import Agent, AgentPerformance, AgentStatus, Fill, Order, PortfolioSnapshot, Position
 from trading.models import Candle as CandleRow
+from trading.order_states import OPEN_STATUSES
 
 
 def _trim(value: Decimal) -> Decimal:
@@ -68,3 +72,64 @@ def candle_timeframes(*, exchange: str, symbol: str) -> list[str]:
         .distinct()
     )
     return sorted(set(names), key=timeframe_seconds)
+
+
+# --- operator reads (API, admin banner, CLI) ---------------------------------------------------------
+
+
+def agents_list(*, status: str | None = None) -> QuerySet[Agent]:
+    """Agents with their performance row and beat schedule (one query)."""
+    agents = Agent.objects.select_related("performance", "periodic_task", "periodic_task__interval").order_by("id")
+    return agents.filter(status=status) if status else agents
+
+
+def agent_status_counts() -> dict[str, int]:
+    """{status: number of agents} for every status, zeros included."""
+    counts = dict(Agent.objects.order_by().values_list("status").annotate(n=Count("id")))
+    return {status: counts.get(status, 0) for status in AgentStatus.values}
+
+
+def orders_list(*, agent_id: int | None = None, symbol: str | None = None, status: str | None = None,
+                side: str | None = None, origin: str | None = None, created_after: datetime | None = None,
+                created_before: datetime | None = None) -> QuerySet[Order]:
+    """Orders, newest first, filtered by whatever is given (created_after inclusive, created_before exclusive)."""
+    orders = Order.objects.select_related("agent").order_by("-created_at", "-id")
+    filters = {"agent_id": agent_id, "symbol": symbol, "status": status, "side": side, "origin": origin,
+               "created_at__gte": created_after, "created_at__lt": created_before}
+    return orders.filter(**{k: v for k, v in filters.items() if v is not None})
+
+
+def orders_open_count() -> int:
+    return Order.objects.filter(status__in=OPEN_STATUSES).count()
+
+
+def fills_list(*, agent_id: int | None = None, order_id: int | None = None, symbol: str | None = None,
+               executed_after: datetime | None = None, executed_before: datetime | None = None) -> QuerySet[Fill]:
+    fills = Fill.objects.select_related("order").order_by("-executed_at", "-id")
+    filters = {"order__agent_id": agent_id, "order_id": order_id, "symbol": symbol,
+               "executed_at__gte": executed_after, "executed_at__lt": executed_before}
+    return fills.filter(**{k: v for k, v in filters.items() if v is not None})
+
+
+def positions_list(*, agent_id: int | None = None, symbol: str | None = None,
+                   open_only: bool = False) -> QuerySet[Position]:
+    positions = Position.objects.select_related("agent").order_by("agent_id", "symbol")
+    filters = {"agent_id": agent_id, "symbol": symbol}
+    positions = positions.filter(**{k: v for k, v in filters.items() if v is not None})
+    return positions.exclude(quantity=0) if open_only else positions
+
+
+def portfolio_snapshots_list(*, created_after: datetime | None = None,
+                             created_before: datetime | None = None) -> QuerySet[PortfolioSnapshot]:
+    snapshots = PortfolioSnapshot.objects.order_by("-created_at", "-id")
+    filters = {"created_at__gte": created_after, "created_at__lt": created_before}
+    return snapshots.filter(**{k: v for k, v in filters.items() if v is not None})
+
+
+def portfolio_snapshot_latest() -> PortfolioSnapshot | None:
+    return PortfolioSnapshot.objects.order_by("-created_at", "-id").first()
+
+
+def agent_performance_list(*, agent_id: int | None = None) -> QuerySet[AgentPerformance]:
+    rows = AgentPerformance.objects.select_related("agent").order_by("agent_id")
+    return rows.filter(agent_id=agent_id) if agent_id is not None else rows

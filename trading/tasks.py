@@ -7,6 +7,7 @@ import time
 
 import redis
 from celery import shared_task
+from django.conf import settings
 
 from tinywindow import metrics
 from tinywindow.exceptions import TemporaryExchangeError, TinyWindowError
@@ -15,11 +16,13 @@ from trading.models import Agent, Order
 from trading.services.agents import agent_tick
 from trading.services.orders import order_execute, orders_execute_batch
 from trading.services.performance import agent_performance_update
+from trading.services.reconcile import reconcile_run
 from trading.services.snapshots import portfolio_snapshot_take
 
 logger = logging.getLogger(__name__)
 
 TICK_LOCK_KEY = "tinywindow:lock:tick:{agent_id}"
+RECONCILE_LOCK_KEY = "tinywindow:lock:reconcile"
 
 
 @shared_task(name="trading.tasks.tick_agent", ignore_result=True)
@@ -94,6 +97,30 @@ def execute_orders(order_ids: list[int]) -> None:
     """Send several orders under one hold of the trading gate (the kill switch's flattening).
     Idempotent like execute_order: orders already past `pending` are looked up, not re-sent."""
     orders_execute_batch(order_ids=order_ids)
+
+
+@shared_task(name="trading.tasks.reconcile", ignore_result=True, queue="execution")
+def reconcile() -> None:
+    """Reconcile the books with the venues (beat every RECONCILE_SECONDS, and at engine start).
+
+    A Redis lock keeps two runs from overlapping (the start-up run and beat's, two engines):
+    both would re-enqueue the same lost orders and raise the same alerts twice.
+    """
+    try:
+        lock = get_redis().lock(RECONCILE_LOCK_KEY, timeout=settings.CELERY_TASK_TIME_LIMIT, blocking=False)
+        if not lock.acquire():
+            logger.info("reconcile skipped: another run is in progress")
+            return
+    except redis.RedisError as exc:
+        logger.error("reconcile skipped: Redis unavailable (%s)", exc)
+        return
+    try:
+        reconcile_run()
+    finally:
+        try:
+            lock.release()
+        except redis.RedisError:
+            pass  # it expires on its own
 
 
 @shared_task(name="trading.tasks.take_portfolio_snapshot", ignore_result=True)

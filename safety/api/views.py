@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import generics, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -44,6 +44,7 @@ class KillSwitchView(APIView):
 
     write_roles = {"POST": OPERATOR, "DELETE": ADMIN}
     loopback_always_allowed = ("POST",)
+    unthrottled_methods = ("POST",)  # the big red button never answers 429 (tinywindow.throttling)
 
     @extend_schema(responses=KillSwitchStateSerializer)
     def get(self, request: Request) -> Response:
@@ -112,6 +113,14 @@ class CircuitBreakerEventList(generics.ListAPIView):
     serializer_class = CircuitBreakerEventSerializer
 
 
+@extend_schema_view(post=extend_schema(
+    responses={200: RiskLimitSerializer},
+    description="Create or replace the limits of `agent` (null: the global row, every agent's default). Admin "
+    "only. A field left out or null means no limit of that kind.",
+    examples=[OpenApiExample("Global limits", request_only=True, value={
+        "agent": None, "max_order_notional": "50000", "max_position_notional": "100000",
+        "max_gross_exposure": "250000", "max_open_orders": 50, "max_orders_per_minute": 120, "price_band": "0.05"})],
+))
 class RiskLimitList(generics.ListCreateAPIView):
     """Risk limits: the row without an agent is every agent's default. POST creates or replaces
     the row of `agent` (null for the global row)."""

@@ -224,7 +224,7 @@ def test_admin_change_when_status_paused_then_task_disabled_and_audited(admin_cl
     assert response.status_code == 302
     task = _task(agent)
     assert not task.enabled and task.interval.every == 9
-    assert set(AuditEvent.objects.values_list("action", flat=True)) == {"agent.update", "agent.pause"}
+    assert set(AuditEvent.objects.values_list("action", flat=True)) == {"agent.create", "agent.update", "agent.pause"}
     assert AuditEvent.objects.get(action="agent.pause").actor == "root"
 
 

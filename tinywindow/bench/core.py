@@ -48,13 +48,15 @@ class Worker:
     """A real `celery worker` process with the production settings, in its own process group."""
 
     def __init__(self, queues: str, *, name: str, concurrency: int, log_dir: Path, extra_env: dict | None = None,
-                 pool: str = "prefork") -> None:
+                 pool: str = "prefork", include: str | None = None) -> None:
         env = dict(os.environ, **(extra_env or {}))
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="tw-bench-metrics-"))
         self.log_path = log_dir / f"worker-{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         argv = [sys.executable, "-m", "celery", "-A", "tinywindow", "worker", "-Q", queues, "-n", f"{name}@%h",
                 "-c", str(concurrency), "-P", pool, "--loglevel", "WARNING", "--without-gossip", "--without-mingle"]
+        if include:  # extra task modules (the bench's own tasks: production workers never import them)
+            argv += ["--include", include]
         self.process = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
 
@@ -83,6 +85,30 @@ class Worker:
             except ProcessLookupError:
                 pass
         self._log.close()
+
+
+def reset_book() -> None:
+    """An empty book, the kill switch off and every breaker closed (state and Redis mirror)."""
+    from django.db import connection
+
+    from safety.services.breakers import breaker_reset
+    from safety.services.kill_switch import kill_switch_disengage
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE fills, paper_orders, paper_venue_orders, orders, positions RESTART IDENTITY CASCADE"
+        )
+    kill_switch_disengage(actor="bench", source="bench")
+    breaker_reset(reason="benchmark setup", actor="bench", source="bench")
+
+
+def load_note() -> str:
+    """The machine's load when a measurement starts: shared 2-core machines are noisy, say how noisy."""
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return ""
+    return f"load {one:.1f}/{five:.1f}"
 
 
 def wait_for(predicate: Callable[[], object], *, timeout: float, interval: float = 0.005, what: str = "") -> float:

@@ -12,25 +12,12 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
-from django.db import connection
 from django.utils import timezone
 
 from tinywindow.bench.core import BenchContext, BenchRow, Worker, wait_for
+from tinywindow.bench.core import reset_book as _reset_book
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "LTC/USDT")
-
-
-def _reset_book() -> None:
-    """An empty book, the kill switch off and every breaker closed (state and Redis mirror)."""
-    from safety.services.breakers import breaker_reset
-    from safety.services.kill_switch import kill_switch_disengage
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "TRUNCATE fills, paper_orders, paper_venue_orders, orders, positions RESTART IDENTITY CASCADE"
-        )
-    kill_switch_disengage(actor="bench", source="bench")
-    breaker_reset(reason="benchmark setup", actor="bench", source="bench")
 
 
 def _agents(count: int, capital: Decimal):

@@ -70,6 +70,22 @@ class VenueOrderReport:
     reject_code: str = ""  # insufficient_funds | invalid_order | "" (venue-specific refusals)
 
 
+@dataclass(frozen=True)
+class VenueTrade:
+    """One trade of an account as the venue lists it (reconciliation's "check for unauthorized trades")."""
+
+    trade_id: str
+    venue_order_id: str
+    client_order_id: str  # "" when the venue does not say (Binance's myTrades lists only its order id)
+    symbol: str
+    side: str  # buy | sell
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_currency: str
+    executed_at: datetime
+
+
 def venue_account(agent_id: int) -> str:
     """The paper venue account of one agent: each agent trades its own capital."""
     return f"agent-{agent_id}"
@@ -93,6 +109,23 @@ class Gateway(Protocol):
         ...
 
 
+class AccountReporting(Protocol):
+    """The optional part of the gateway protocol that reconciliation uses (trading.services.reconcile).
+
+    Both gateways implement it; call it through `gateway_fetch_balances` / `gateway_fetch_my_trades`,
+    which answer None for a gateway without it. `account` is the paper venue's sub-account
+    (`venue_account`); real exchanges ignore it: there the API key is the account.
+    """
+
+    def fetch_balances(self, account: str = "") -> dict[str, Decimal]:
+        """What the account holds by asset: free + locked (held by open orders)."""
+        ...
+
+    def fetch_my_trades(self, symbol: str, since: datetime, account: str = "") -> list[VenueTrade]:
+        """The account's trades in `symbol` executed at or after `since`, oldest first."""
+        ...
+
+
 def gateway_cancel_orders(gateway: Gateway, client_order_ids: list[str],
                           symbol: str) -> dict[str, VenueOrderReport | None]:
     """Cancel many orders of one symbol. Uses the gateway's bulk `cancel_orders` when it has
@@ -101,3 +134,16 @@ def gateway_cancel_orders(gateway: Gateway, client_order_ids: list[str],
     if bulk is not None:
         return bulk(client_order_ids, symbol)
     return {cid: gateway.cancel_order(cid, symbol) for cid in client_order_ids}
+
+
+def gateway_fetch_balances(gateway: Gateway, account: str = "") -> dict[str, Decimal] | None:
+    """The account's holdings by asset, or None when the gateway cannot report balances."""
+    fetch = getattr(gateway, "fetch_balances", None)
+    return fetch(account) if fetch is not None else None
+
+
+def gateway_fetch_my_trades(gateway: Gateway, symbol: str, since: datetime,
+                            account: str = "") -> list[VenueTrade] | None:
+    """The account's trades in `symbol` since `since`, or None when the gateway cannot list them."""
+    fetch = getattr(gateway, "fetch_my_trades", None)
+    return fetch(symbol, since, account) if fetch is not None else None

@@ -46,7 +46,7 @@ from tinywindow.exceptions import (
     PermanentExchangeError,
     TemporaryExchangeError,
 )
-from trading.gateways.base import Market, OrderRequest, VenueFill, VenueOrderReport
+from trading.gateways.base import Market, OrderRequest, VenueFill, VenueOrderReport, VenueTrade
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,6 +57,9 @@ STATUS_FROM_CCXT = {"open": "open", "closed": "filled", "canceled": "cancelled",
 # The exchange's own name for the client order id on order entry (ccxt accepts `clientOrderId` too).
 CLIENT_ORDER_ID_PARAM = {"binance": "newClientOrderId"}
 DEFAULT_STEP = Decimal("0.00000001")
+# fetch_my_trades paging: Binance serves at most 1,000 trades a request.
+MY_TRADES_PAGE_SIZE = 1000
+MY_TRADES_MAX_PAGES = 10
 
 
 class VenueOrderNotFound(InvalidOrder):
@@ -309,6 +312,49 @@ class CcxtGateway:
 
     def record_realized_pnl(self, trade_id: str, pnl: Decimal) -> None:
         """A real exchange keeps no PnL of ours."""
+
+    # --- account (reconciliation; the protocol's optional part) ----------------------------------
+    def fetch_balances(self, account: str = "") -> dict[str, Decimal]:
+        """What the exchange account holds by asset (ccxt's `total`: free + used). `account` is
+        ignored: the API key is the account."""
+        balance = self._call("fetch_balance", self._client.fetch_balance)
+        return {asset: _dec(amount) for asset, amount in (balance.get("total") or {}).items() if amount is not None}
+
+    def fetch_my_trades(self, symbol: str, since: datetime, account: str = "") -> list[VenueTrade]:
+        """The account's trades in `symbol` since `since`, oldest first, page by page.
+
+        Each page starts at the newest timestamp of the previous one (not one past it: two
+        trades can share a millisecond), duplicates dropped by trade id. Bounded: beyond
+        MY_TRADES_MAX_PAGES pages the rest waits for a later run, with a warning.
+        """
+        start_ms = int(since.timestamp() * 1000)
+        trades: dict[str, VenueTrade] = {}
+        for _ in range(MY_TRADES_MAX_PAGES):
+            page = self._call("fetch_my_trades", lambda start=start_ms: self._client.fetch_my_trades(
+                symbol, start, MY_TRADES_PAGE_SIZE))
+            before = len(trades)
+            for trade in page:
+                if trade.get("id") and str(trade["id"]) not in trades:
+                    trades[str(trade["id"])] = self._venue_trade(trade, symbol)
+            if len(page) < MY_TRADES_PAGE_SIZE or len(trades) == before:
+                break
+            start_ms = max(int(t.get("timestamp") or start_ms) for t in page)
+        else:
+            logger.warning("%s %s: more than %s trades since %s; the newest are checked on a later run",
+                           self.exchange, symbol, len(trades), since.isoformat())
+        return sorted(trades.values(), key=lambda t: (t.executed_at, t.trade_id))
+
+    def _venue_trade(self, trade: dict, symbol: str) -> VenueTrade:
+        fee = trade.get("fee") or {}
+        stamp = trade.get("timestamp")
+        info = trade.get("info") or {}
+        return VenueTrade(
+            trade_id=str(trade["id"]), venue_order_id=str(trade.get("order") or ""),
+            client_order_id=str(trade.get("clientOrderId") or info.get("clientOrderId") or ""),
+            symbol=trade.get("symbol") or symbol, side=trade.get("side") or "", quantity=_dec(trade.get("amount")),
+            price=_dec(trade.get("price")), fee=_dec(fee.get("cost")), fee_currency=fee.get("currency") or "",
+            executed_at=datetime.fromtimestamp(stamp / 1000, tz=UTC) if stamp else datetime.now(tz=UTC),
+        )
 
     # --- reports ------------------------------------------------------------------------------
     def _report(self, order: dict, symbol: str, client_order_id: str) -> VenueOrderReport:

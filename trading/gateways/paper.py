@@ -17,14 +17,15 @@ from typing import TypeVar
 from django.utils import timezone
 
 from paper.markets import PAPER_MARKETS, paper_market
-from paper.services.balances import paper_account_seed
+from paper.models import PaperOrder
+from paper.services.balances import paper_account_seed, paper_balances
 from paper.venue import REJECT_INSUFFICIENT_FUNDS, PaperVenue
 from safety.services.stats import api_call_record
 from tinywindow import metrics
 from tinywindow.exceptions import InsufficientFunds, InvalidOrder
 from tinywindow.fields import ZERO
 from trading.feeds.base import Feed
-from trading.gateways.base import Market, OrderRequest, VenueOrderReport
+from trading.gateways.base import Market, OrderRequest, VenueOrderReport, VenueTrade
 
 T = TypeVar("T")
 ACCOUNT_PREFIX = "agent-"
@@ -62,6 +63,9 @@ class PaperGateway:
     # The venue's books are tables in TinyWindow's own database: a batch of sends can share
     # one transaction with the order bookkeeping (see orders_execute_batch).
     shares_database = True
+    # Each agent trades its own account (`agent-<id>`): reconciliation compares an agent's
+    # positions with its own account. A real exchange has one account, the API key's.
+    per_agent_accounts = True
 
     def __init__(self, *, feed: Feed) -> None:
         self.venue = PaperVenue(feed=feed)
@@ -113,6 +117,27 @@ class PaperGateway:
 
     def record_realized_pnl(self, trade_id: str, pnl: Decimal) -> None:
         self.venue.set_trade_pnl(trade_id, pnl)
+
+    def fetch_balances(self, account: str = "") -> dict[str, Decimal]:
+        """The account's holdings by asset, free + locked (the gateway protocol's optional part)."""
+        def read() -> dict[str, Decimal]:
+            return {b.asset: b.free + b.locked for b in paper_balances(account=account or self.venue.account).values()}
+
+        return self._timed("fetch_balance", read)
+
+    def fetch_my_trades(self, symbol: str, since: datetime, account: str = "") -> list[VenueTrade]:
+        """The account's paper trades in `symbol` since `since`, oldest first."""
+        def read() -> list[VenueTrade]:
+            rows = (PaperOrder.objects.filter(account=account or self.venue.account, symbol=symbol,
+                                              created_at__gte=since).order_by("id"))
+            return [
+                VenueTrade(trade_id=t.trade_id, venue_order_id=f"P{t.venue_order_id}",
+                           client_order_id=t.client_order_id, symbol=t.symbol, side=t.side, quantity=t.quantity,
+                           price=t.price, fee=t.fee, fee_currency=t.fee_currency, executed_at=t.created_at)
+                for t in rows
+            ]
+
+        return self._timed("fetch_my_trades", read)
 
     def match_open_orders(self, *, now: datetime | None = None) -> list[str]:
         """Run one matching pass of the venue (resting limits, partly filled orders)."""

@@ -183,14 +183,21 @@ def _holdings(agent: Agent, symbols: list[str]) -> list[str]:
 @transaction.atomic
 def agent_create(*, name: str, strategy: str, params: dict, symbols: list[str], capital: Decimal,
                  timeframe: str = "5s", tick_seconds: int = 5, exchange: str = "paper", feed: str = "synthetic",
-                 mode: str = "paper") -> Agent:
-    """Create an active agent and its beat schedule (enabled)."""
+                 mode: str = "paper", actor: str | None = None, source: str = "") -> Agent:
+    """Create an active agent and its beat schedule (enabled).
+
+    An operator's creation (admin, API, CLI: `actor` given) is audited; the system's own seeding
+    (bootstrap's demo agents, fixtures) passes no actor and is not.
+    """
     values = agent_validate(fields={
         "name": name, "strategy": strategy, "params": params, "symbols": symbols, "capital": capital,
         "timeframe": timeframe, "tick_seconds": tick_seconds, "exchange": exchange, "feed": feed, "mode": mode,
     })
     agent = Agent.objects.create(**values)
     agent_schedule_sync(agent=agent)
+    if actor is not None:
+        audit_record(actor=actor, action="agent.create", target=f"agent:{agent.pk} {agent.name}", source=source,
+                     details={name: _json_safe(value) for name, value in values.items()})
     return agent
 
 

@@ -29,7 +29,7 @@ from tinywindow.fields import ZERO
 from trading.gateways import gateway_for
 from trading.gateways.base import Gateway, OrderRequest, VenueOrderReport, gateway_cancel_orders, venue_account
 from trading.lock_objects import lock_order, lock_position
-from trading.models import Agent, Fill, Order, OrderOrigin, OrderSide, OrderType
+from trading.models import Agent, Fill, Order, OrderOrigin, OrderSide, OrderType, Position
 from trading.order_states import OPEN_STATUSES, OrderStatus, check_transition
 from trading.services.positions import position_apply_fill
 
@@ -50,10 +50,12 @@ def order_transition(order: Order, new_status: str, *, now: datetime | None = No
     metrics.ORDERS.labels(new_status, order.agent.name, order.symbol, order.mode).inc()
 
 
+REDUCE_ONLY_REFUSAL = "reduce-only order would increase the position"
 REJECT_KINDS = (
     ("kill switch", "kill_switch"),
     ("circuit breaker", "circuit_breaker"),
     ("risk limit", "risk_limit"),
+    (REDUCE_ONLY_REFUSAL, "risk_limit"),  # a pre-trade rule like the limits, counted with them
     ("safety state unknown", "safety_unknown"),
 )
 
@@ -96,10 +98,14 @@ def order_create(*, agent: Agent, symbol: str, side: str, quantity: Decimal, ord
         price=market.round_price(price) if price is not None else None, reduce_only=reduce_only, origin=origin,
         decision_reason=decision_reason, reference_price=reference_price,
     )
-    try:
-        refusal = pretrade_refusal(order)
-    except SafetyStateUnknown as exc:
-        refusal = f"safety state unknown: {exc}"
+    # Before the safety checks: pretrade_refusal() spends a HALF_OPEN breaker's probe slot on each
+    # order it lets through, and an order refused for its own shape must not use one up.
+    refusal = reduce_only_refusal(agent_id=agent.pk, symbol=symbol, side=side, quantity=rounded) if reduce_only else ""
+    if not refusal:
+        try:
+            refusal = pretrade_refusal(order)
+        except SafetyStateUnknown as exc:
+            refusal = f"safety state unknown: {exc}"
     if not refusal:
         last_price = reference_price or market_last_price(agent, symbol)
         decision = risk_check_order(order, market=market, last_price=last_price, now=timezone.now())
@@ -117,6 +123,23 @@ def order_create(*, agent: Agent, symbol: str, side: str, quantity: Decimal, ord
     logger.info("order %s %s %s %s: %s", order.client_order_id, side, order.quantity, symbol, order.status,
                 extra={"order_id": order.pk, "agent_id": agent.pk})
     return order
+
+
+def reduce_only_refusal(*, agent_id: int, symbol: str, side: str, quantity: Decimal) -> str:
+    """Why a reduce-only order may not go ("" when it may): it must be opposite to the agent's
+    position in `symbol` and no larger than it. Rejected rather than capped: an order's quantity
+    is what was decided, and a refusal with its reason is clearer than a silently smaller order.
+
+    Other open orders are not netted against the position: the kill switch cancels them before
+    it flattens, ticks wait for an agent's open order, and netting would let an order about to be
+    cancelled block a flattening order.
+    """
+    held = Position.objects.filter(agent_id=agent_id, symbol=symbol).values_list("quantity", flat=True).first()
+    held = held if held is not None else ZERO
+    reduces = (held > 0 and side == OrderSide.SELL) or (held < 0 and side == OrderSide.BUY)
+    if reduces and quantity <= abs(held):
+        return ""
+    return f"{REDUCE_ONLY_REFUSAL}: {side} {quantity.normalize():f} {symbol} against a position of {held.normalize():f}"
 
 
 def market_last_price(agent: Agent, symbol: str) -> Decimal:
@@ -143,6 +166,18 @@ def order_reject(*, order_id: int, reason: str) -> Order:
     return order
 
 
+def order_expire(*, order_id: int, reason: str) -> Order:
+    """Give up on an order no venue holds (reconciliation: never sent, and its decision is now stale)."""
+    with transaction.atomic():
+        order = lock_order(order_id)
+        if order.status in (OrderStatus.PENDING, OrderStatus.SUBMITTED) and order.filled_quantity == 0:
+            order_transition(order, OrderStatus.EXPIRED)
+            order.reject_reason = reason
+            order.save()
+            logger.warning("order %s expired: %s", order.client_order_id, reason, extra={"order_id": order_id})
+    return order
+
+
 def order_execute(*, order_id: int, gateway: Gateway | None = None, gate: TradingGate | None = None) -> Order:
     """Send a pending order to its venue; safe to run twice for the same order.
 
@@ -158,11 +193,7 @@ def order_execute(*, order_id: int, gateway: Gateway | None = None, gate: Tradin
         report = gateway.fetch_order(order.client_order_id, order.symbol)
         if report is not None:
             return order_apply_report(order_id=order_id, report=report, gateway=gateway)
-    request = OrderRequest(
-        client_order_id=order.client_order_id, symbol=order.symbol, side=order.side, order_type=order.order_type,
-        quantity=order.quantity, price=order.price, reduce_only=order.reduce_only,
-        account=venue_account(order.agent_id),
-    )
+    request = order_request(order)
     try:
         if gate is None:
             with trading_gate() as held:
@@ -244,15 +275,19 @@ def orders_execute_batch(*, order_ids: list[int]) -> list[Order]:
     return list(Order.objects.filter(pk__in=order_ids).select_related("agent").order_by("pk"))
 
 
-def _send_and_book(order: Order, gateway: Gateway) -> None:
-    request = OrderRequest(
+def order_request(order: Order) -> OrderRequest:
+    """What the venue is sent for this order."""
+    return OrderRequest(
         client_order_id=order.client_order_id, symbol=order.symbol, side=order.side, order_type=order.order_type,
         quantity=order.quantity, price=order.price, reduce_only=order.reduce_only,
         account=venue_account(order.agent_id),
     )
+
+
+def _send_and_book(order: Order, gateway: Gateway) -> None:
     try:
         with transaction.atomic():  # a savepoint when the batch shares one transaction
-            report = gateway.submit_order(request)
+            report = gateway.submit_order(order_request(order))
             order_apply_report(order_id=order.pk, report=report, gateway=gateway)
     except PermanentExchangeError as exc:
         order_reject(order_id=order.pk, reason=f"venue refused: {exc}")

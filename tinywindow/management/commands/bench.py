@@ -1,7 +1,8 @@
 """`python manage.py bench`: measure TinyWindow against baselines in the same run.
 
 It creates a throw-away database (on the configured PostgreSQL, or an embedded one when none
-answers) and uses its own Redis database number, so a running TinyWindow is not disturbed;
+answers) and uses its own Redis database number (env BENCH_REDIS_DB, default 12; flushed before
+and after), so a running TinyWindow is not disturbed;
 scenarios start real Celery worker processes with the production settings.
 """
 
@@ -29,7 +30,11 @@ from tinywindow.runtime import BASE_DIR
 
 SCENARIOS = {
     "kill_switch": "tinywindow.bench.kill_switch",
+    "order_throughput": "tinywindow.bench.order_throughput",
+    "tick_to_fill": "tinywindow.bench.tick_to_fill",
 }
+# The Redis database number the bench uses (and flushes) on the configured Redis server.
+DEFAULT_BENCH_REDIS_DB = 12
 
 
 def _with_path(url: str, path: str) -> str:
@@ -76,7 +81,7 @@ class Command(BaseCommand):
             admin_url = _pg(_with_path(database_url, "/postgres"))
             with psycopg.connect(admin_url, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{name}"')
-            bench_redis = _with_path(redis_url, "/12")
+            bench_redis = _with_path(redis_url, f"/{self._redis_db()}")
             redis.Redis.from_url(bench_redis).flushdb()
             env = dict(os.environ, DATABASE_URL=_with_path(database_url, f"/{name}"), REDIS_URL=bench_redis,
                        CELERY_BROKER_URL=bench_redis, CELERY_RESULT_BACKEND=bench_redis, LOG_LEVEL="WARNING",
@@ -100,6 +105,17 @@ class Command(BaseCommand):
                 server.stop()
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    @staticmethod
+    def _redis_db() -> int:
+        value = os.environ.get("BENCH_REDIS_DB", str(DEFAULT_BENCH_REDIS_DB))
+        try:
+            number = int(value)
+        except ValueError:
+            raise CommandError(f"BENCH_REDIS_DB must be a Redis database number, got {value!r}") from None
+        if number < 0:
+            raise CommandError(f"BENCH_REDIS_DB must be a Redis database number, got {value!r}")
+        return number
 
     def _run(self, argv: list[str], env: dict, *, quiet: bool = False) -> None:
         result = subprocess.run(argv, cwd=BASE_DIR, env=env, stdout=subprocess.PIPE if quiet else None)

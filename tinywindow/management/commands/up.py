@@ -55,6 +55,28 @@ def _check_redis(url: str) -> None:
         raise CommandError(f"cannot reach REDIS_URL {redact_url(url)}: {exc}") from None
 
 
+def flower_basic_auth(raw: str | None) -> str | None:
+    """FLOWER_BASIC_AUTH checked: `user:password[,user:password...]`, or None when unset or empty.
+
+    Flower reads the variable from its environment itself, so `up` passes it there and never on
+    the command line (where `ps` would show the password to every user of the machine). Off by
+    default: `up` listens on 127.0.0.1 in paper mode.
+    """
+    if raw is None or not raw.strip():
+        return None
+    pairs = [pair.strip() for pair in raw.split(",")]
+    for pair in pairs:
+        user, sep, password = pair.partition(":")
+        if not sep or not user or not password:
+            raise CommandError("FLOWER_BASIC_AUTH must be user:password (several separated by commas); got an "
+                               "entry without a user or a password")
+    return ",".join(pairs)
+
+
+def _is_loopback_host(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback URL
@@ -89,6 +111,9 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         self.servers: list[embedded.EmbeddedServer] = []
         self.supervisor: Supervisor | None = None
+        self.flower_auth = None if opts["no_flower"] else flower_basic_auth(os.environ.get("FLOWER_BASIC_AUTH"))
+        if not opts["no_flower"] and not self.flower_auth and not _is_loopback_host(opts["host"]):
+            self._say(f"WARNING: Flower listens on {opts['host']} without a login; set FLOWER_BASIC_AUTH=user:password")
         data = var_dir()
         data.mkdir(parents=True, exist_ok=True)
         self._lock = self._take_lock(data)
@@ -222,8 +247,13 @@ class Command(BaseCommand):
                           "--pidfile=", "--loglevel", "INFO"], "workers"),
         ]
         if not opts["no_flower"]:
-            roles.append(role("flower", [*celery, "flower", f"--port={opts['flower_port']}",
-                                         f"--address={opts['host']}"]))
+            flower = role("flower", [*celery, "flower", f"--port={opts['flower_port']}", f"--address={opts['host']}"])
+            # Basic auth through the environment only (Flower reads FLOWER_BASIC_AUTH itself); an
+            # empty value would make Flower demand a login nobody can give.
+            flower.env.pop("FLOWER_BASIC_AUTH", None)
+            if getattr(self, "flower_auth", None):
+                flower.env["FLOWER_BASIC_AUTH"] = self.flower_auth
+            roles.append(flower)
         return roles
 
     def _wait_healthy(self, opts) -> None:
@@ -267,7 +297,8 @@ class Command(BaseCommand):
             f"  Metrics       http://{host}:{opts['web_port']}/metrics  engine: http://{host}:{opts['engine_port']}/metrics",
         ]
         if not opts["no_flower"]:
-            lines.append(f"  Flower        http://{host}:{opts['flower_port']}/")
+            login = "   (login: FLOWER_BASIC_AUTH)" if getattr(self, "flower_auth", None) else ""
+            lines.append(f"  Flower        http://{host}:{opts['flower_port']}/{login}")
         lines += [
             f"  PostgreSQL    {redact_url(database_url)}   (pg_isready -h {pg.hostname} -p {pg.port or 5432})",
             f"  Redis         {redact_url(redis_url)}   (redis-cli -p {rd.port or 6379} ping)",

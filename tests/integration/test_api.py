@@ -1,0 +1,422 @@
+"""The trading API: every write by every role (from a remote address, so no loopback exception
+applies) with nothing written when refused; bad input answered 400 per field with nothing
+written; filters, pagination, read endpoints, /api/status, throttling."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+from rest_framework.authtoken.models import Token
+
+from safety.models import AuditEvent
+from tests.desk import REMOTE, make_book, make_role_users, open_stale_data_breaker
+from tests.factories import make_agent
+from trading.models import Agent, Order
+from trading.services.agents import agent_set_status
+from trading.services.orders import order_create
+
+pytestmark = pytest.mark.django_db
+D = Decimal
+
+NEW_AGENT = {
+    "name": "api-made", "strategy": "trading.strategies.sma_cross.SmaCross",
+    "params": {"fast": 3, "slow": 8, "exposure": "0.5"}, "symbols": ["BTC/USDT"], "capital": "5000",
+    "tick_seconds": 7,
+}
+
+
+@pytest.fixture
+def users(django_user_model):
+    return make_role_users()
+
+
+@pytest.fixture
+def clients(users):
+    made = {"anonymous": Client(REMOTE_ADDR=REMOTE)}
+    for role, user in users.items():
+        client = Client(REMOTE_ADDR=REMOTE)
+        client.force_login(user)
+        made[role] = client
+    return made
+
+
+def call(client: Client, method: str, path: str, body=None):
+    if body is None:
+        return getattr(client, method)(path)
+    return getattr(client, method)(path, body, content_type="application/json")
+
+
+def world() -> tuple:
+    """Everything an agent write could change: agents, their schedules, the audit log."""
+    agents = sorted((a["id"], a["name"], a["status"], a["tick_seconds"], str(a["capital"]))
+                    for a in Agent.objects.values())
+    tasks = sorted(PeriodicTask.objects.filter(name__startswith="tick-agent-").values_list("name", "enabled"))
+    return agents, tasks, AuditEvent.objects.count()
+
+
+# --- the role matrix -------------------------------------------------------------------------------
+
+# action -> (method, path for an agent id, body, status when allowed)
+WRITES = {
+    "create": ("post", lambda pk: "/api/agents/", NEW_AGENT, 201),
+    "update": ("patch", lambda pk: f"/api/agents/{pk}/", {"tick_seconds": 9}, 200),
+    "delete": ("delete", lambda pk: f"/api/agents/{pk}/", None, 204),
+    "pause": ("post", lambda pk: f"/api/agents/{pk}/pause", {"reason": "role test"}, 200),
+    "resume": ("post", lambda pk: f"/api/agents/{pk}/resume", {}, 200),
+    "stop": ("post", lambda pk: f"/api/agents/{pk}/stop/", {"reason": "role test"}, 200),
+}
+ALLOWED = {
+    "anonymous": set(),
+    "viewer": set(),
+    "operator": {"pause", "resume", "stop"},
+    "admin": set(WRITES),
+}
+
+
+@pytest.mark.parametrize("role", list(ALLOWED))
+@pytest.mark.parametrize("action", list(WRITES))
+def test_agent_write_when_role_lacks_permission_then_refused_and_nothing_written(clients, role, action):
+    agent = make_agent()
+    if action == "resume":
+        agent_set_status(agent=agent, status="paused", actor="setup", source="test")
+    before = world()
+    method, path, body, ok = WRITES[action]
+    response = call(clients[role], method, path(agent.pk), body)
+    if action in ALLOWED[role]:
+        assert response.status_code == ok, response.content
+        assert world() != before
+        assert AuditEvent.objects.filter(actor=f"{role}-user").exists()
+    else:
+        assert response.status_code in (401, 403), response.content
+        assert world() == before
+
+
+def test_writes_when_anonymous_from_loopback_then_allowed_in_paper_mode_only(users, settings):
+    agent = make_agent()
+    local = Client(REMOTE_ADDR="127.0.0.1")
+    assert call(local, "post", f"/api/agents/{agent.pk}/pause", {}).status_code == 200
+    assert AuditEvent.objects.get(action="agent.pause").actor == "anonymous@127.0.0.1"
+    settings.ALLOW_LOOPBACK_WRITES = False  # live mode's default
+    before = world()
+    assert call(local, "post", f"/api/agents/{agent.pk}/resume", {}).status_code in (401, 403)
+    assert call(local, "post", "/api/agents/", NEW_AGENT).status_code in (401, 403)
+    assert world() == before
+
+
+def test_pause_when_operator_uses_a_token_then_paused_and_audited_with_address(users):
+    token = Token.objects.create(user=users["operator"])
+    agent = make_agent()
+    response = Client(REMOTE_ADDR=REMOTE).post(f"/api/agents/{agent.pk}/pause/", {"reason": "news at 14:00"},
+                                               content_type="application/json",
+                                               HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "paused" and body["schedule"]["enabled"] is False
+    event = AuditEvent.objects.get(action="agent.pause")
+    assert (event.actor, event.source, event.details["reason"]) == ("operator-user", REMOTE, "news at 14:00")
+
+
+def test_create_when_admin_then_201_with_schedule_and_audited(clients):
+    response = call(clients["admin"], "post", "/api/agents/", NEW_AGENT)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "active" and body["params"] == {"fast": 3, "slow": 8, "exposure": "0.5"}
+    assert body["schedule"] == {"name": f"tick-agent-{body['id']}", "enabled": True, "every_seconds": 7,
+                                "queue": "strategy", "last_run_at": None, "total_run_count": 0}
+    assert body["performance"] is None
+    event = AuditEvent.objects.get(action="agent.create")
+    assert event.actor == "admin-user" and event.details["name"] == "api-made"
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+BAD_CREATES = [
+    ({"strategy": "trading.strategies.nope.Nope"}, "strategy"),
+    ({"strategy": "os.path.join"}, "strategy"),  # never import a module outside trading.strategies
+    ({"symbols": ["DOGE/NOWHERE"]}, "symbols"),
+    ({"symbols": []}, "symbols"),
+    ({"symbols": "BTC/USDT"}, "symbols"),
+    ({"params": {"fast": "quick"}}, "params"),
+    ({"params": {"fast": 9, "slow": 3}}, "params"),
+    ({"params": {"colour": "red"}}, "params"),
+    ({"params": {"fast": "\u0000"}}, "params"),
+    ({"capital": "-5"}, "capital"),
+    ({"capital": "lots"}, "capital"),
+    ({"timeframe": "7m"}, "timeframe"),
+    ({"tick_seconds": 0}, "tick_seconds"),
+    ({"feed": "carrier-pigeon"}, "feed"),
+    ({"exchange": "no-such-exchange"}, "exchange"),
+    ({"mode": "live"}, "mode"),  # PAPER_TRADING_MODE is on
+    ({"name": ""}, "name"),
+    ({"name": "x" * 101}, "name"),
+    ({"name": "nul\u0000name"}, "name"),
+    ({"status": "paused"}, "status"),
+    ({"last_tick_at": None}, "last_tick_at"),
+]
+
+
+@pytest.mark.parametrize(("change", "field"), BAD_CREATES, ids=[f"{f}-{i}" for i, (_, f) in enumerate(BAD_CREATES)])
+def test_create_when_input_bad_then_400_naming_the_field_and_nothing_written(clients, change, field):
+    before = world()
+    response = call(clients["admin"], "post", "/api/agents/", {**NEW_AGENT, **change})
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert list(body) == [field], body
+    assert body[field] and all(isinstance(m, str) and m for m in body[field]), body
+    assert world() == before
+
+
+def test_create_when_name_taken_or_field_missing_then_400_and_nothing_written(clients):
+    make_agent(name="taken")
+    before = world()
+    assert call(clients["admin"], "post", "/api/agents/", {**NEW_AGENT, "name": "taken"}).json() == {
+        "name": ["an agent named 'taken' already exists"]}
+    body = call(clients["admin"], "post", "/api/agents/", {"name": "half"}).json()
+    assert set(body) == {"strategy", "symbols", "capital"}
+    assert world() == before
+
+
+@pytest.mark.parametrize("raw", ["{not json", "[1, 2]", '"just a string"', "null"])
+def test_create_when_body_not_an_object_then_400_and_nothing_written(clients, raw):
+    before = world()
+    response = clients["admin"].post("/api/agents/", raw, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert world() == before
+
+
+def test_create_when_body_is_a_form_then_415(clients):
+    response = clients["admin"].post("/api/agents/", {"name": "form"})
+    assert response.status_code == 415
+    assert not Agent.objects.exists()
+
+
+def test_update_when_invalid_or_status_then_400_and_nothing_changed(clients):
+    agent = make_agent(tick_seconds=5)
+    before = world()
+    for change, field in (({"tick_seconds": -1}, "tick_seconds"), ({"params": {"slow": 1}}, "params"),
+                          ({"status": "stopped"}, "status"), ({"symbols": ["NOPE/USDT"]}, "symbols")):
+        response = call(clients["admin"], "patch", f"/api/agents/{agent.pk}/", change)
+        assert response.status_code == 400 and field in response.json(), (change, response.content)
+    assert world() == before
+
+
+def test_update_when_valid_then_schedule_follows(clients):
+    agent = make_agent(tick_seconds=5)
+    response = call(clients["admin"], "patch", f"/api/agents/{agent.pk}/", {"tick_seconds": 30, "capital": "123.5"})
+    assert response.status_code == 200, response.content
+    assert response.json()["schedule"]["every_seconds"] == 30
+    assert Agent.objects.get(pk=agent.pk).capital == D("123.5")
+
+
+def test_delete_when_agent_has_orders_then_400_and_kept(clients, fixed_price_feed):
+    agent = make_agent()
+    order_create(agent=agent, symbol="BTC/USDT", side="buy", quantity=D("0.1"), enqueue=False)
+    response = call(clients["admin"], "delete", f"/api/agents/{agent.pk}/")
+    assert response.status_code == 400 and "agent" in response.json()
+    assert Agent.objects.filter(pk=agent.pk).exists()
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("get", "/api/agents/999999/", None), ("patch", "/api/agents/999999/", {"tick_seconds": 9}),
+    ("post", "/api/agents/999999/pause", {}), ("get", "/api/orders/999999/", None),
+    ("get", "/api/no-such-endpoint/", None),
+])
+def test_unknown_object_or_url_then_json_404(clients, method, path, body):
+    response = call(clients["admin"], method, path, body)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json" and "detail" in response.json()
+
+
+def test_pause_when_reason_too_long_then_400_and_still_active(clients):
+    agent = make_agent()
+    response = call(clients["operator"], "post", f"/api/agents/{agent.pk}/pause", {"reason": "x" * 1001})
+    assert response.status_code == 400 and "reason" in response.json()
+    assert Agent.objects.get(pk=agent.pk).status == "active"
+
+
+# --- reads: orders and their filters, fills, positions, snapshots, performance ----------------------
+
+
+@pytest.fixture
+def book(fixed_price_feed):
+    made = make_book(fixed_price_feed)
+    # Backdate the first buy by a day so the time filters have something to separate.
+    Order.objects.filter(pk=made["buy"].pk).update(created_at=timezone.now() - timedelta(days=1))
+    return made
+
+
+def ids(response) -> list[int]:
+    assert response.status_code == 200, response.content
+    return [row["id"] for row in response.json()["results"]]
+
+
+def test_orders_when_filtered_then_only_matching_newest_first(clients, book):
+    get = clients["viewer"].get
+    assert ids(get("/api/orders/")) == [book["rejected"].pk, book["pending"].pk, book["sell"].pk, book["buy"].pk]
+    assert ids(get(f"/api/orders/?agent={book['btc'].pk}")) == [book["sell"].pk, book["buy"].pk]
+    assert ids(get("/api/orders/", {"symbol": "ETH/USDT", "status": "pending"})) == [book["pending"].pk]
+    assert ids(get("/api/orders/?status=rejected")) == [book["rejected"].pk]
+    assert ids(get("/api/orders/?side=sell")) == [book["sell"].pk]
+    cut = (timezone.now() - timedelta(hours=1)).isoformat()
+    assert ids(get("/api/orders/", {"created_before": cut})) == [book["buy"].pk]
+    assert book["buy"].pk not in ids(get("/api/orders/", {"created_after": cut}))
+    assert ids(get("/api/orders/", {"status": ""})) == ids(get("/api/orders/"))  # empty filter = no filter
+    rejected = get(f"/api/orders/{book['rejected'].pk}/").json()
+    assert rejected["status"] == "rejected" and rejected["reject_reason"].startswith("kill switch")
+
+
+def test_orders_when_paginated_then_limit_offset_count_and_next(clients, book):
+    body = clients["viewer"].get("/api/orders/?limit=2&offset=1").json()
+    assert body["count"] == 4 and len(body["results"]) == 2 and "offset=3" in body["next"]
+    assert len(clients["viewer"].get("/api/orders/?limit=99999999999999999999").json()["results"]) == 4
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("status=lost", "status"), ("agent=abc", "agent"), ("agent=0", "agent"),
+    ("created_after=yesterday", "created_after"),
+    ("created_before=2024-13-45", "created_before"), ("side=short", "side"), ("symbol=" + "X" * 41, "symbol"),
+    ("symbol=%00", "symbol"),
+])
+def test_orders_when_filter_invalid_then_400_naming_it(clients, query, field):
+    response = clients["viewer"].get(f"/api/orders/?{query}")
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+
+
+def test_fills_positions_snapshots_performance_when_book_exists_then_listed(clients, book):
+    get = clients["viewer"].get
+    fills = get(f"/api/fills/?agent={book['btc'].pk}").json()["results"]
+    assert [f["order"] for f in fills] == [book["sell"].pk, book["buy"].pk]
+    assert D(fills[0]["realized_pnl"]) > 0
+    assert get(f"/api/fills/?order={book['buy'].pk}").json()["count"] == 1
+    positions = get("/api/positions/").json()["results"]
+    assert [(p["agent_name"], p["symbol"], D(p["quantity"])) for p in positions] == [("btc-bot", "BTC/USDT", 0)]
+    assert get("/api/positions/?open=true").json()["count"] == 0
+    snapshots = get("/api/portfolio-snapshots/").json()
+    assert snapshots["count"] == 1 and D(snapshots["results"][0]["realized_pnl"]) > 0
+    performance = get("/api/agent-performance/").json()["results"]
+    assert {p["agent_name"]: p["trades"] for p in performance} == {"btc-bot": 1, "eth-bot": 0}
+    agent = get(f"/api/agents/{book['btc'].pk}/").json()
+    assert agent["performance"]["trades"] == 1 and D(agent["performance"]["total_pnl"]) > 0
+
+
+@pytest.mark.parametrize("path", ["/api/status", "/api/agents/", "/api/orders/", "/api/fills/", "/api/positions/",
+                                  "/api/portfolio-snapshots/", "/api/agent-performance/"])
+def test_read_when_viewer_then_200_and_when_anonymous_remote_then_refused(clients, path):
+    assert clients["viewer"].get(path).status_code == 200
+    assert clients["anonymous"].get(path).status_code in (401, 403)
+
+
+# --- /api/status ------------------------------------------------------------------------------------
+
+
+def test_status_when_quiet_then_paper_inactive_closed_and_counts(clients):
+    make_agent()
+    agent_set_status(agent=make_agent(), status="paused", actor="a", source="s")
+    body = clients["viewer"].get("/api/status").json()
+    assert body["mode"] == "PAPER"
+    assert body["kill_switch"]["active"] is False
+    assert body["circuit_breakers"] == {"status": "CLOSED", "open": []}
+    assert body["agents"] == {"active": 1, "paused": 1, "stopped": 0, "total": 2}
+    assert body["latest_snapshot"] is None and body["open_orders"] == 0
+
+
+def test_status_when_kill_switch_active_breaker_open_and_snapshot_then_all_shown(clients, book, settings):
+    settings.PAPER_TRADING_MODE = False
+    make_agent(name="stale-watch")
+    open_stale_data_breaker("BTC/USDT")
+    body = clients["viewer"].get("/api/status/").json()
+    assert body["mode"] == "LIVE"
+    assert body["kill_switch"]["active"] is True and body["kill_switch"]["mode"] == "HALT_ONLY"
+    assert body["circuit_breakers"]["status"] == "OPEN"
+    assert [b["name"] for b in body["circuit_breakers"]["open"]] == ["stale_data:BTC/USDT"]
+    assert body["open_orders"] == 1  # the pending ETH order
+    assert D(body["latest_snapshot"]["equity"]) > 0
+
+
+# --- throttling -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def low_rates(settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
+                               "DEFAULT_THROTTLE_RATES": {"anon": "2/minute", "user": "3/minute"}}
+
+
+def test_throttle_when_user_exceeds_rate_then_429_with_retry_after(clients, low_rates):
+    codes = [clients["viewer"].get("/api/agents/").status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    assert int(clients["viewer"].get("/api/agents/")["Retry-After"]) > 0
+    assert clients["operator"].get("/api/agents/").status_code == 200  # counted per user
+
+
+def test_throttle_when_kill_switch_activated_repeatedly_then_never_429(users, low_rates):
+    local = Client(REMOTE_ADDR="127.0.0.1")
+    for i in range(4):
+        response = call(local, "post", "/api/kill-switch", {"mode": "HALT_ONLY", "reason": f"press {i}"})
+        assert response.status_code == 200, response.content
+    # Other calls are throttled (anonymous: 2 a minute here).
+    assert [call(local, "get", "/api/kill-switch").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_throttle_when_its_redis_unreachable_then_requests_pass(clients, low_rates, settings):
+    settings.CACHES = {**settings.CACHES, "throttle": {**settings.CACHES["throttle"],
+                                                       "LOCATION": "redis://127.0.0.1:1/0"}}
+    assert [clients["viewer"].get("/api/agents/").status_code for _ in range(5)] == [200] * 5
+
+
+def test_throttle_defaults_when_unset_then_generous():
+    from django.conf import settings
+
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+    assert rates == {"anon": "600/minute", "user": "6000/minute"}
+
+
+def test_throttle_rate_when_malformed_in_env_then_clear_error_and_exit_2():
+    import os
+
+    from tests.helpers import manage
+
+    result = manage("check", env={**os.environ, "API_THROTTLE_ANON": "lots"})
+    assert result.returncode == 2
+    assert "API_THROTTLE_ANON='lots' is not a rate like 600/minute" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_api_root_when_viewer_then_links_to_every_endpoint_and_the_docs(clients):
+    body = clients["viewer"].get("/api/").json()
+    assert body["docs"].endswith("/api/docs/") and body["status"].endswith("/api/status")
+    assert {"agents", "orders", "kill-switch", "circuit-breakers", "audit"} <= set(body)
+
+
+def test_create_when_only_required_fields_then_defaults_apply(clients):
+    body = {"name": "minimal", "strategy": "trading.strategies.sma_cross.SmaCross", "symbols": ["ETH/USDT"],
+            "capital": "1000"}
+    response = call(clients["admin"], "post", "/api/agents/", body)
+    assert response.status_code == 201, response.content
+    created = response.json()
+    assert (created["timeframe"], created["tick_seconds"], created["exchange"], created["feed"], created["mode"]) == (
+        "5s", 5, "paper", "synthetic", "paper")
+    assert created["params"]  # the strategy's defaults, as stored
+
+
+def test_drf_settings_when_read_before_any_view_is_imported_then_classes_load():
+    """What Celery (and Flower) do at start: Django's checks read DRF's settings before any view
+    module is imported. The pagination and throttle classes must not need rest_framework.views."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    code = ("import django; django.setup(); from rest_framework.settings import api_settings; "
+            "print(api_settings.DEFAULT_PAGINATION_CLASS.__name__, len(api_settings.DEFAULT_THROTTLE_CLASSES))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "DJANGO_SETTINGS_MODULE": "tinywindow.settings"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["LimitOffsetPagination", "2"]

@@ -1,0 +1,277 @@
+"""The trading API: agents (read, create, change, pause/resume/stop, delete), orders, fills,
+positions, portfolio snapshots, agent performance, and the desk's status.
+
+Views stay thin: selectors read, trading.services.agents writes (validated, audited, the beat
+schedule kept in step). Roles come from tinywindow.permissions.RolePermission: reads need a
+viewer, `write_roles` names the role of each write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.db import IntegrityError
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
+
+from tinywindow.exceptions import ValidationError
+from tinywindow.permissions import ADMIN, OPERATOR, actor_name, client_address
+from tinywindow.status import system_status
+from trading.api.serializers import (
+    AgentFilterSerializer,
+    AgentPerformanceSerializer,
+    AgentSerializer,
+    AgentStatusChangeSerializer,
+    AgentWriteSerializer,
+    FillFilterSerializer,
+    FillSerializer,
+    OrderFilterSerializer,
+    OrderSerializer,
+    PerformanceFilterSerializer,
+    PortfolioSnapshotSerializer,
+    PositionFilterSerializer,
+    PositionSerializer,
+    SnapshotFilterSerializer,
+    SystemStatusSerializer,
+)
+from trading.models import Agent, AgentStatus, Order
+from trading.selectors import (
+    agent_performance_list,
+    agents_list,
+    fills_list,
+    orders_list,
+    portfolio_snapshots_list,
+    positions_list,
+)
+from trading.services.agents import UPDATABLE_FIELDS, agent_create, agent_delete, agent_set_status, agent_update
+
+T = TypeVar("T")
+
+AGENT_EXAMPLE = {
+    "name": "sma-btc-fast", "strategy": "trading.strategies.sma_cross.SmaCross",
+    "params": {"fast": 5, "slow": 20, "exposure": "0.5"}, "symbols": ["BTC/USDT"], "capital": "10000",
+    "timeframe": "5s", "tick_seconds": 5, "exchange": "paper", "feed": "synthetic", "mode": "paper",
+}
+REASON_EXAMPLE = OpenApiExample("With a reason", value={"reason": "Spread too wide, waiting for the open"},
+                                request_only=True)
+ERROR_EXAMPLE = OpenApiExample(
+    "Unknown strategy", status_codes=["400"], response_only=True,
+    value={"strategy": ["strategy module 'trading.strategies.nope' does not exist"]})
+
+
+def _filters(view: APIView, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
+    """The validated query filters (empty values are ignored); a bad one is a 400 naming it."""
+    data = {k: v for k, v in view.request.query_params.items() if k in serializer_class().fields and v != ""}
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _service(call: Callable[[], T]) -> T:
+    """Run an agent service; its ValidationError becomes a 400 on the field it names. A strategy
+    parameter's error (field `fast`, `period`, ...) is reported under `params`."""
+    try:
+        return call()
+    except ValidationError as exc:
+        field = exc.field if exc.field in (*UPDATABLE_FIELDS, "agent") else ("params" if exc.field else
+                                                                             "non_field_errors")
+        raise serializers.ValidationError({field: [exc.message]}) from exc
+
+
+class FilteredListView(generics.ListAPIView):
+    """A read-only list whose query parameters are validated by `filter_serializer_class`."""
+
+    filter_serializer_class: type[serializers.Serializer]
+    selector: Callable[..., Any]
+    filter_names: dict[str, str] = {}
+
+    def get_queryset(self) -> QuerySet:
+        filters = _filters(self, self.filter_serializer_class)
+        return type(self).selector(**{self.filter_names.get(k, k): v for k, v in filters.items()})
+
+
+# --- agents --------------------------------------------------------------------------------------
+
+
+class AgentListCreate(APIView):
+    """Agents: list them (viewer), create one (admin)."""
+
+    write_roles = {"POST": ADMIN}
+
+    @extend_schema(parameters=[AgentFilterSerializer], responses=AgentSerializer(many=True), operation_id="agents_list",
+                   description="Every agent with its performance and beat schedule, by id.")
+    def get(self, request: Request) -> Response:
+        filters = _filters(self, AgentFilterSerializer)
+        return Response(AgentSerializer(agents_list(status=filters.get("status")), many=True).data)
+
+    @extend_schema(
+        request=AgentWriteSerializer, responses={201: AgentSerializer}, operation_id="agents_create",
+        description="Create an active agent and its beat schedule. Admin only. Invalid input (an unknown "
+        "strategy, symbol, feed or parameter) is a 400 naming the field; nothing is written.",
+        examples=[OpenApiExample("SMA crossover on BTC", value=AGENT_EXAMPLE, request_only=True), ERROR_EXAMPLE],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = AgentWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            agent = _service(lambda: agent_create(**serializer.validated_data, actor=actor_name(request),
+                                                  source=client_address(request)))
+        except IntegrityError as exc:  # the same name created by someone else a moment ago
+            raise serializers.ValidationError({"name": ["an agent with this name already exists"]}) from exc
+        return Response(AgentSerializer(agents_list().get(pk=agent.pk)).data, status=status.HTTP_201_CREATED)
+
+
+class AgentDetail(APIView):
+    """One agent: read (viewer), change or delete (admin)."""
+
+    write_roles = {"PATCH": ADMIN, "DELETE": ADMIN}
+
+    @extend_schema(responses=AgentSerializer, operation_id="agents_retrieve")
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(AgentSerializer(get_object_or_404(agents_list(), pk=pk)).data)
+
+    @extend_schema(
+        request=AgentWriteSerializer(partial=True), responses=AgentSerializer, operation_id="agents_update",
+        description="Change an agent's definition (any subset of the fields); its schedule follows. Admin only. "
+        "Refused (400) while it would orphan a position or an open order. The status changes through "
+        "pause/resume/stop.",
+        examples=[OpenApiExample("Slower ticks", value={"tick_seconds": 30}, request_only=True)],
+    )
+    def patch(self, request: Request, pk: int) -> Response:
+        agent = get_object_or_404(Agent, pk=pk)
+        serializer = AgentWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        _service(lambda: agent_update(agent=agent, actor=actor_name(request), source=client_address(request),
+                                      **serializer.validated_data))
+        return Response(AgentSerializer(agents_list().get(pk=agent.pk)).data)
+
+    @extend_schema(responses={204: None}, operation_id="agents_destroy",
+                   description="Delete an agent that never traded, with its schedule. Admin only. An agent with "
+                   "orders or positions keeps its history: stop it instead (400).")
+    def delete(self, request: Request, pk: int) -> Response:
+        agent = get_object_or_404(Agent, pk=pk)
+        _service(lambda: agent_delete(agent=agent, actor=actor_name(request), source=client_address(request)))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AgentStatusChange(APIView):
+    """POST /api/agents/{id}/pause|resume|stop (operator)."""
+
+    write_roles = {"POST": OPERATOR}
+    target: str = AgentStatus.PAUSED
+
+    @extend_schema(request=AgentStatusChangeSerializer, responses=AgentSerializer, examples=[REASON_EXAMPLE],
+                   parameters=[OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH,
+                                                description="Agent id.")],
+                   description="Pause (no new ticks), resume (active again) or stop (out of service) an agent. "
+                   "Operator or admin. Positions and open orders stay as they are. Audited.")
+    def post(self, request: Request, pk: int) -> Response:
+        agent = get_object_or_404(Agent, pk=pk)
+        serializer = AgentStatusChangeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        _service(lambda: agent_set_status(agent=agent, status=self.target, actor=actor_name(request),
+                                          source=client_address(request),
+                                          reason=serializer.validated_data["reason"]))
+        return Response(AgentSerializer(agents_list().get(pk=agent.pk)).data)
+
+
+# --- trading records (read-only) -------------------------------------------------------------------
+
+
+@extend_schema(parameters=[OrderFilterSerializer],
+               description="Orders, newest first. Filters combine; `created_after` is inclusive, "
+               "`created_before` exclusive. Paginated with `limit` and `offset`.")
+class OrderList(FilteredListView):
+    serializer_class = OrderSerializer
+    filter_serializer_class = OrderFilterSerializer
+    selector = orders_list
+    filter_names = {"agent": "agent_id"}
+
+
+class OrderDetail(generics.RetrieveAPIView):
+    serializer_class = OrderSerializer
+    queryset = Order.objects.select_related("agent")
+
+
+@extend_schema(parameters=[FillFilterSerializer], description="Fills (executions), newest first.")
+class FillList(FilteredListView):
+    serializer_class = FillSerializer
+    filter_serializer_class = FillFilterSerializer
+    selector = fills_list
+    filter_names = {"agent": "agent_id", "order": "order_id"}
+
+
+@extend_schema(parameters=[PositionFilterSerializer],
+               description="Net position per agent and symbol (average cost, realized PnL and fees).")
+class PositionList(FilteredListView):
+    serializer_class = PositionSerializer
+    filter_serializer_class = PositionFilterSerializer
+    selector = positions_list
+    filter_names = {"agent": "agent_id", "open": "open_only"}
+
+
+@extend_schema(parameters=[SnapshotFilterSerializer],
+               description="Portfolio snapshots (the runbook's Position Summary), newest first.")
+class PortfolioSnapshotList(FilteredListView):
+    serializer_class = PortfolioSnapshotSerializer
+    filter_serializer_class = SnapshotFilterSerializer
+    selector = portfolio_snapshots_list
+
+
+@extend_schema(parameters=[PerformanceFilterSerializer],
+               description="Per-agent performance over its window (the runbook's Agent Performance).")
+class AgentPerformanceList(FilteredListView):
+    serializer_class = AgentPerformanceSerializer
+    filter_serializer_class = PerformanceFilterSerializer
+    selector = agent_performance_list
+    filter_names = {"agent": "agent_id"}
+
+
+# --- the desk's status --------------------------------------------------------------------------
+
+
+class SystemStatusView(APIView):
+    @extend_schema(
+        responses={200: SystemStatusSerializer, 503: OpenApiResponse(description="The safety state cannot be read.")},
+        operation_id="status_retrieve",
+        description="One look at the desk: PAPER/LIVE, the kill switch, the breakers (aggregate and the ones not "
+        "closed), agents by status, the latest portfolio snapshot (equity, PnL) and the open orders.",
+        examples=[OpenApiExample("Quiet paper desk", response_only=True, value={
+            "mode": "PAPER",
+            "kill_switch": {"active": False, "mode": "", "reason": "", "actor": "", "changed_at": None},
+            "circuit_breakers": {"status": "CLOSED", "open": []},
+            "agents": {"active": 3, "paused": 0, "stopped": 0, "total": 3},
+            "latest_snapshot": None, "open_orders": 0, "at": "2025-01-01T12:00:00Z"})],
+    )
+    def get(self, request: Request) -> Response:
+        current = system_status()
+        body = {
+            "mode": current.mode,
+            "kill_switch": current.kill_switch,
+            "circuit_breakers": {"status": current.breaker_status, "open": current.open_breakers},
+            "agents": {**current.agents, "total": sum(current.agents.values())},
+            "latest_snapshot": current.latest_snapshot,
+            "open_orders": current.open_orders,
+            "at": current.at,
+        }
+        return Response(SystemStatusSerializer(body).data)
+
+
+class ApiRoot(APIView):
+    """GET /api/: where everything is (the README's "API" link)."""
+
+    ENDPOINTS = ("status", "agents", "orders", "fills", "positions", "portfolio-snapshots", "agent-performance",
+                 "kill-switch", "kill-switch-events", "circuit-breakers", "circuit-breakers-reset",
+                 "circuit-breaker-events", "risk-limits", "audit", "schema", "docs")
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        return Response({name: reverse(name, request=request) for name in self.ENDPOINTS})
