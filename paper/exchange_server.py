@@ -18,7 +18,9 @@ parameters, and the `timestamp` against `recvWindow`, answering Binance's error 
 
 Faults for tests, scripted per request (Python API `exchange.faults.add(Fault(...))`, or HTTP
 `POST /_faults {"mode": "429", "count": 2, "retry_after": 1, "path": "/api/v3/order"}`,
-`DELETE /_faults` clears):
+`DELETE /_faults` clears). For tests that run the exchange as its own process, `GET /_requests`
+lists the requests served (method, path, status, fault, client order id, time) and
+`POST /_match` runs one matching pass (with `--match-seconds 0`, the test decides when):
 
     429 / 418          rate limited: Binance's -1003 JSON with Retry-After   → ccxt DDoSProtection
     500 / 502 / 503    server error page                                    → ccxt ExchangeNotAvailable
@@ -160,6 +162,8 @@ class LoggedRequest:
     path: str
     status: int
     fault: str = ""
+    client_order_id: str = ""  # newClientOrderId / origClientOrderId of order requests
+    at: float = 0.0  # when the request arrived (time.time()): tests check Retry-After was honoured
 
 
 def _ms(at: datetime) -> int:
@@ -187,9 +191,11 @@ class LocalExchange:
     def __init__(self, *, feed: Feed | None = None, venue: PaperVenue | None = None) -> None:
         if venue is None:
             if feed is None:
+                from django.conf import settings
+
                 from trading.feeds import feed_for
 
-                feed = feed_for("synthetic")
+                feed = feed_for(settings.PAPER_FEED)  # the same market as the in-process paper venue
             venue = PaperVenue(feed=feed)
         self.venue = venue
         self.feed = venue.feed
@@ -210,10 +216,11 @@ class LocalExchange:
         self._keys[api_key] = ApiKey(secret=secret, account=account)
         paper_account_seed(account=account, balances=balances or {})
 
-    def requests(self, *, method: str = "", path: str = "") -> list[LoggedRequest]:
+    def requests(self, *, method: str = "", path: str = "", client_order_id: str = "") -> list[LoggedRequest]:
         """Requests served so far (tests count order submissions with it)."""
         with self._log_lock:
-            return [r for r in self._log if (not method or r.method == method) and (not path or r.path == path)]
+            return [r for r in self._log if (not method or r.method == method) and (not path or r.path == path)
+                    and (not client_order_id or r.client_order_id == client_order_id)]
 
     def match(self, *, now: datetime | None = None) -> list[str]:
         """One matching pass of the venue (what `--match-seconds` runs in the server process)."""
@@ -229,9 +236,14 @@ class LocalExchange:
         except ValueError:
             length = 0
         body = environ["wsgi.input"].read(length).decode() if length else ""
+        arrived = time.time()
         status, payload, headers, fault = self._respond(method, path, query, body, environ)
-        with self._log_lock:
-            self._log.append(LoggedRequest(method, path, status, fault.mode if fault else ""))
+        if not path.startswith("/_"):  # the test's own control calls are not venue traffic
+            params = dict(parse_qsl(query)) | dict(parse_qsl(body))
+            client_order_id = params.get("newClientOrderId") or params.get("origClientOrderId") or ""
+            with self._log_lock:
+                self._log.append(LoggedRequest(method, path, status, fault.mode if fault else "", client_order_id,
+                                               arrived))
         if fault is not None and fault.mode == "timeout" and fault.when == "after":
             time.sleep(fault.delay_ms / 1000)  # processed, but the answer arrives after the client gave up
         if isinstance(payload, str):
@@ -249,6 +261,14 @@ class LocalExchange:
                  environ: dict) -> tuple[int, Any, list[tuple[str, str]], Fault | None]:
         if path == "/_faults":
             return (*self._control(method, body), [], None)
+        if path == "/_requests" and method == "GET":
+            with self._log_lock:
+                return 200, {"requests": [asdict(r) for r in self._log]}, [], None
+        if path == "/_match" and method == "POST":
+            try:
+                return 200, {"traded": self.match()}, [], None
+            finally:
+                connections.close_all()
         fault = self.faults.take(method, path)
         if fault is not None:
             logger.info("local exchange: fault %s on %s %s", fault.mode, method, path)
@@ -447,7 +467,7 @@ class LocalExchange:
                     for b in sorted(paper_balances(account=account).values(), key=lambda b: b.asset)]
         if params.get("omitZeroBalances") == "true":
             balances = [b for b in balances if Decimal(b["free"]) or Decimal(b["locked"])]
-        maker, taker = self.venue.maker_fee_rate, self.venue.taker_fee_rate
+        maker, taker = self.venue.fill_model.maker_fee_rate, self.venue.fill_model.taker_fee_rate
         return {
             "makerCommission": int(maker * 10000), "takerCommission": int(taker * 10000),
             "buyerCommission": 0, "sellerCommission": 0,

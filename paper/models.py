@@ -72,11 +72,17 @@ class PaperOrder(models.Model):
     liquidity = models.CharField(max_length=5, default="taker")
     slippage_bps = DecimalAmount(default=ZERO)
     pnl = DecimalAmount(null=True, blank=True, help_text="Realized PnL of this trade, fees included.")
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         db_table = "paper_orders"
         ordering = ["-created_at"]
+        indexes = [
+            # The runbook's "View Paper Trades" (a range on created_at) and "Portfolio Summary" (pnl
+            # summed over 30 days): with pnl in the index the summary is an index-only scan, no heap
+            # visit per trade (issue 10's runbook_queries bench: 82 -> a few ms at 1M trades).
+            models.Index(fields=["created_at"], include=["pnl"], name="paper_orders_created_pnl_idx"),
+        ]
 
 
 class PaperAccount(models.Model):

@@ -23,36 +23,30 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from decimal import ROUND_UP, Decimal
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from paper.fills import FillModel, buy_affordable, fill_fee
 from paper.markets import PAPER_MARKETS, paper_market
 from paper.models import PaperOrder, PaperVenueOrder
-from paper.services.balances import balance_credit, balance_hold, balance_release, balance_spend, balances_lock
+from paper.services.balances import AccountBalances, balance_credit, balance_hold, balance_release, balance_spend
 from tinywindow.fields import ZERO
 from trading.feeds.base import Feed
 from trading.gateways.base import Market, OrderRequest, VenueFill, VenueOrderReport
 
 logger = logging.getLogger(__name__)
 
-FEE_QUANTUM = Decimal("0.00000001")
-BPS = Decimal("0.0001")
-# Extra slippage per unit of (order quantity / candle volume), in bps, capped: a bigger order
-# against a thin candle walks further into the book.
-IMPACT_BPS_PER_VOLUME_SHARE = Decimal("50")
-MAX_SLIPPAGE_BPS = Decimal("100")
-
 REJECT_INSUFFICIENT_FUNDS = "insufficient_funds"
 REJECT_INVALID_ORDER = "invalid_order"
 
 Status = PaperVenueOrder.Status
-
-
-def _decimal_or(value: Decimal | str | None, configured: str) -> Decimal:
-    return Decimal(str(value)) if value is not None else Decimal(str(configured))
+# The fields of a venue order an operation changes, written once at its end.
+VENUE_ORDER_STATE = ["status", "filled_quantity", "locked_asset", "locked_amount", "rested", "reject_code",
+                     "reject_reason", "updated_at"]
 
 
 class PaperVenue:
@@ -61,40 +55,60 @@ class PaperVenue:
                  max_volume_share: Decimal | None = None, latency_ms: int | None = None) -> None:
         self.feed = feed
         self.account = account
-        self.taker_fee_rate = _decimal_or(taker_fee_rate, settings.PAPER_TAKER_FEE_RATE)
-        self.maker_fee_rate = _decimal_or(maker_fee_rate, settings.PAPER_MAKER_FEE_RATE)
-        self.base_slippage_bps = _decimal_or(base_slippage_bps, settings.PAPER_BASE_SLIPPAGE_BPS)
-        self.max_volume_share = _decimal_or(max_volume_share, settings.PAPER_MAX_VOLUME_SHARE)
+        # The fill arithmetic lives in paper/fills.py, shared with the backtester.
+        self.fill_model = FillModel.from_settings(
+            taker_fee_rate=taker_fee_rate, maker_fee_rate=maker_fee_rate, base_slippage_bps=base_slippage_bps,
+            max_volume_share=max_volume_share,
+        )
         self.latency_ms = settings.PAPER_LATENCY_MS if latency_ms is None else latency_ms
+        # How to fund an account on its first order (account name -> balances), or None: accounts
+        # are seeded beforehand (the local exchange's API-key accounts). See AccountBalances.
+        self.funding: Callable[[str], Mapping[str, Decimal]] | None = None
 
     # --- orders ---------------------------------------------------------------------------
-    def submit(self, request: OrderRequest, *, now: datetime) -> VenueOrderReport:
-        """Accept (or refuse) one order and trade what can trade at once. Idempotent by client id."""
+    def submit(self, request: OrderRequest, *, now: datetime, new: bool = False) -> VenueOrderReport:
+        """Accept (or refuse) one order and trade what can trade at once. Idempotent by client id.
+
+        `new`: the caller vouches that the venue has never seen this client id and that nobody
+        else can send it meanwhile (TinyWindow's own order path: a `pending` order held under its
+        row lock, in the transaction that will book it). The look-up and the savepoint that make
+        a re-send or a race harmless are then skipped (three round trips); the unique client id
+        still stands behind it — a duplicate fails the caller's transaction, nothing trades twice.
+        """
         now = self._simulate_latency(now)
-        existing = PaperVenueOrder.objects.filter(client_order_id=request.client_order_id).first()
-        if existing is not None:
-            logger.info("paper venue: %s already known, returning it", request.client_order_id)
-            return self.report(existing)
+        if not new:
+            existing = PaperVenueOrder.objects.filter(client_order_id=request.client_order_id).first()
+            if existing is not None:
+                logger.info("paper venue: %s already known, returning it", request.client_order_id)
+                return self.report(existing)
         try:
-            with transaction.atomic():
+            with transaction.atomic(savepoint=not new):
                 venue_order = PaperVenueOrder.objects.create(
                     client_order_id=request.client_order_id, account=request.account or self.account,
                     symbol=request.symbol, side=request.side, order_type=request.order_type,
                     quantity=request.quantity, price=request.price,
                 )
+                trades: list[PaperOrder] = []  # a new order's trades are all made here: no need to read them back
                 code, reason = self._refusal(request, now=now)
+                balances = self._balances(venue_order) if not code else None
                 if not code:
-                    code, reason = self._hold_funds(venue_order, now=now)
+                    code, reason = self._hold_funds(venue_order, now=now, balances=balances)
                 if code:
                     venue_order.status = Status.REJECTED
                     venue_order.reject_code, venue_order.reject_reason = code, reason
-                    venue_order.save(update_fields=["status", "reject_code", "reject_reason", "updated_at"])
                 else:
-                    self._match(venue_order, now=now)
+                    trade = self._match(venue_order, now=now, balances=balances)
+                    trades += [trade] if trade else []
+                if balances is not None:
+                    balances.save()
+                venue_order.save(update_fields=VENUE_ORDER_STATE)
         except IntegrityError:
+            if new:
+                raise  # the caller's promise was wrong: its transaction fails, nothing trades twice
             # Two deliveries raced on the same client_order_id: the other one won.
             venue_order = PaperVenueOrder.objects.get(client_order_id=request.client_order_id)
-        return self.report(venue_order)
+            return self.report(venue_order)
+        return self.report(venue_order, trades=trades)
 
     def fetch(self, client_order_id: str) -> VenueOrderReport | None:
         self._simulate_latency(None)
@@ -108,7 +122,9 @@ class PaperVenue:
             if venue_order is None:
                 return None
             if venue_order.status == Status.OPEN:
-                self._release_hold(venue_order)
+                balances = self._balances(venue_order)
+                self._release_hold(venue_order, balances)
+                balances.save()
                 venue_order.status = Status.CANCELLED
                 venue_order.save(update_fields=["status", "locked_amount", "updated_at"])
         return self.report(venue_order)
@@ -134,7 +150,12 @@ class PaperVenue:
                 if venue_order is None:
                     continue
                 before = (venue_order.filled_quantity, venue_order.status)
-                self._match(venue_order, now=now)
+                state = [getattr(venue_order, f) for f in VENUE_ORDER_STATE]
+                balances = self._balances(venue_order)
+                self._match(venue_order, now=now, balances=balances)
+                balances.save()
+                if [getattr(venue_order, f) for f in VENUE_ORDER_STATE] != state:
+                    venue_order.save(update_fields=VENUE_ORDER_STATE)
                 if (venue_order.filled_quantity, venue_order.status) != before:
                     touched.append(venue_order.client_order_id)
         return touched
@@ -159,110 +180,97 @@ class PaperVenue:
             return REJECT_INVALID_ORDER, f"notional {notional:.2f} below the minimum {market.min_notional}"
         return "", ""
 
-    def _hold_funds(self, venue_order: PaperVenueOrder, *, now: datetime) -> tuple[str, str]:
-        """Lock what the order may spend; refuse it when the account cannot cover it."""
+    def _balances(self, venue_order: PaperVenueOrder) -> AccountBalances:
+        """The order's account's base and quote rows, locked for this operation (after the order's own row)."""
+        market = paper_market(venue_order.symbol)
+        account = venue_order.account
+        funding = (lambda: self.funding(account)) if self.funding is not None else None
+        return AccountBalances(account=account, assets=[market.base, market.quote], funding=funding)
+
+    def _hold_funds(self, venue_order: PaperVenueOrder, *, now: datetime,
+                    balances: AccountBalances) -> tuple[str, str]:
+        """Lock what the order may spend; refuse it when the account cannot cover it (the caller saves)."""
         market = paper_market(venue_order.symbol)
         if venue_order.side == "sell":
             asset, need = market.base, venue_order.quantity
         else:
             asset = market.quote
             if venue_order.order_type == "limit":
-                price = venue_order.price
+                need = self.fill_model.buy_hold(quantity=venue_order.quantity, reference=ZERO, volume=ZERO,
+                                                market=market, limit_price=venue_order.price)
             else:
-                reference = self.feed.last_price(venue_order.symbol, now)
-                slippage = self._slippage_bps(venue_order.quantity, self._candle_volume(venue_order.symbol, now))
-                # One tick of headroom: the fill price is rounded to the tick and may round up.
-                price = reference * (1 + slippage * BPS) + market.price_step
-            need = (venue_order.quantity * price * (1 + self.taker_fee_rate)).quantize(FEE_QUANTUM, rounding=ROUND_UP)
-        balance = balances_lock(account=venue_order.account, assets=[asset])[asset]
+                need = self.fill_model.buy_hold(
+                    quantity=venue_order.quantity, reference=self.feed.last_price(venue_order.symbol, now),
+                    volume=self._candle_volume(venue_order.symbol, now), market=market,
+                )
+        balance = balances[asset]
         if balance.free < need:
             return REJECT_INSUFFICIENT_FUNDS, (
                 f"insufficient balance: the order needs {need.normalize():f} {asset}, "
                 f"{venue_order.account} has {balance.free.normalize():f} {asset} free"
             )
         balance_hold(balance, need)
-        balance.save(update_fields=["free", "locked", "updated_at"])
         venue_order.locked_asset, venue_order.locked_amount = asset, need
-        venue_order.save(update_fields=["locked_asset", "locked_amount", "updated_at"])
         return "", ""
 
-    def _release_hold(self, venue_order: PaperVenueOrder) -> None:
-        """Give back what an ending order still holds (the caller saves the order)."""
+    def _release_hold(self, venue_order: PaperVenueOrder, balances: AccountBalances) -> None:
+        """Give back what an ending order still holds (the caller saves the order and the balances)."""
         if venue_order.locked_amount > 0 and venue_order.locked_asset:
-            asset = venue_order.locked_asset
-            balance = balances_lock(account=venue_order.account, assets=[asset])[asset]
-            balance_release(balance, venue_order.locked_amount)
-            balance.save(update_fields=["free", "locked", "updated_at"])
+            balance_release(balances[venue_order.locked_asset], venue_order.locked_amount)
         venue_order.locked_amount = ZERO
 
     # --- matching -------------------------------------------------------------------------
-    def _match(self, venue_order: PaperVenueOrder, *, now: datetime) -> None:
-        """Trade what this order can trade now. Called under the order's row lock."""
+    def _match(self, venue_order: PaperVenueOrder, *, now: datetime, balances: AccountBalances) -> PaperOrder | None:
+        """Trade what this order can trade now; returns the trade made, if any. Called under the
+        order's row lock; changes the order and the balances in memory (the caller saves them)."""
         market = paper_market(venue_order.symbol)
         remaining = venue_order.quantity - venue_order.filled_quantity
         if remaining <= 0 or venue_order.status != Status.OPEN:
-            return
-        reference = self.feed.last_price(venue_order.symbol, now)
+            return None
         is_limit = venue_order.order_type == "limit"
-        buy = venue_order.side == "buy"
-        if is_limit and not ((buy and venue_order.price >= reference) or (not buy and venue_order.price <= reference)):
+        quote = self.fill_model.quote(
+            side=venue_order.side, remaining=remaining, reference=self.feed.last_price(venue_order.symbol, now),
+            volume=self._candle_volume(venue_order.symbol, now), market=market,
+            limit_price=venue_order.price if is_limit else None, rested=venue_order.rested,
+        )
+        if quote is None:
+            # Not crossing, or nothing traded in this candle to match against: try next pass.
             self._rest(venue_order)
-            return
-        volume = self._candle_volume(venue_order.symbol, now)
-        cap = market.round_amount(self.max_volume_share * volume) if volume > 0 else ZERO
-        quantity = min(remaining, cap)
-        if quantity <= 0:
-            self._rest(venue_order)  # nothing traded in this candle to match against: try next pass
-            return
-        # A limit order that has sat on the book is hit by someone else: maker, at its own price.
-        maker = is_limit and venue_order.rested
-        if maker:
-            price, slippage_bps, fee_rate = venue_order.price, ZERO, self.maker_fee_rate
-        else:
-            slippage_bps = self._slippage_bps(quantity, volume)
-            direction = 1 if buy else -1
-            price = market.round_price(reference * (1 + direction * slippage_bps * BPS))
-            if is_limit:  # never worse than the limit
-                price = min(price, venue_order.price) if buy else max(price, venue_order.price)
-            fee_rate = self.taker_fee_rate
-        self._fill(venue_order, market=market, quantity=quantity, price=price, fee_rate=fee_rate,
-                   liquidity="maker" if maker else "taker", slippage_bps=slippage_bps)
+            return None
+        trade = self._fill(venue_order, market=market, quantity=quote.quantity, price=quote.price,
+                           fee_rate=quote.fee_rate, liquidity=quote.liquidity, slippage_bps=quote.slippage_bps,
+                           balances=balances)
         if venue_order.status == Status.OPEN and is_limit:
             self._rest(venue_order)  # the rest of a limit order now sits on the book
+        return trade
 
     def _rest(self, venue_order: PaperVenueOrder) -> None:
-        if venue_order.order_type == "limit" and not venue_order.rested:
+        if venue_order.order_type == "limit":
             venue_order.rested = True
-            venue_order.save(update_fields=["rested", "updated_at"])
 
     def _fill(self, venue_order: PaperVenueOrder, *, market: Market, quantity: Decimal, price: Decimal,
-              fee_rate: Decimal, liquidity: str, slippage_bps: Decimal) -> None:
-        balances = balances_lock(account=venue_order.account, assets=[market.base, market.quote])
+              fee_rate: Decimal, liquidity: str, slippage_bps: Decimal,
+              balances: AccountBalances) -> PaperOrder | None:
         base, quote = balances[market.base], balances[market.quote]
         if venue_order.side == "buy":
             held = venue_order.locked_amount if venue_order.locked_asset == market.quote else ZERO
-            available = held + quote.free
-            unit_cost = price * (1 + fee_rate)
-            if quantity * unit_cost > available:
-                # The price ran away from what the order held (a market order filling over several
-                # passes): trade what the account can still pay for, end the order if nothing.
-                quantity = market.round_amount(available / unit_cost)
-                if quantity <= 0:
-                    self._end(venue_order, Status.CANCELLED, reason="insufficient balance to fill the rest")
-                    return
-            fee = (quantity * price * fee_rate).quantize(FEE_QUANTUM)
+            quantity = buy_affordable(quantity=quantity, price=price, fee_rate=fee_rate,
+                                      available=held + quote.free, market=market)
+            if quantity <= 0:  # the account cannot pay for any more of it: end the order
+                self._end(venue_order, Status.CANCELLED, balances, reason="insufficient balance to fill the rest")
+                return None
+            fee = fill_fee(quantity, price, fee_rate)
             used = balance_spend(quote, held=held, amount=quantity * price + fee)
             venue_order.locked_amount -= used
             balance_credit(base, quantity)
         else:
-            fee = (quantity * price * fee_rate).quantize(FEE_QUANTUM)
+            fee = fill_fee(quantity, price, fee_rate)
             used = balance_spend(base, held=venue_order.locked_amount, amount=quantity)
             venue_order.locked_amount -= used
             balance_credit(quote, quantity * price - fee)
-        base.save(update_fields=["free", "locked", "updated_at"])
-        quote.save(update_fields=["free", "locked", "updated_at"])
-        number = venue_order.trades.count() + 1
-        PaperOrder.objects.create(
+        # Trades are made only here, each adding to filled_quantity: nothing filled, no trades yet.
+        number = venue_order.trades.count() + 1 if venue_order.filled_quantity else 1
+        trade = PaperOrder.objects.create(
             venue_order=venue_order, trade_id=f"{venue_order.venue_order_id}-{number}",
             client_order_id=venue_order.client_order_id, account=venue_order.account, symbol=venue_order.symbol,
             side=venue_order.side, quantity=quantity, price=price, fee=fee, fee_currency=market.quote,
@@ -270,24 +278,18 @@ class PaperVenue:
         )
         venue_order.filled_quantity += quantity
         if venue_order.filled_quantity >= venue_order.quantity:
-            self._end(venue_order, Status.FILLED)
-        else:
-            venue_order.save(update_fields=["filled_quantity", "locked_amount", "updated_at"])
+            self._end(venue_order, Status.FILLED, balances)
+        return trade
 
-    def _end(self, venue_order: PaperVenueOrder, status: str, *, reason: str = "") -> None:
-        self._release_hold(venue_order)
+    def _end(self, venue_order: PaperVenueOrder, status: str, balances: AccountBalances, *, reason: str = "") -> None:
+        self._release_hold(venue_order, balances)
         venue_order.status = status
         if reason:
             venue_order.reject_reason = reason
-        venue_order.save(update_fields=["status", "filled_quantity", "locked_amount", "reject_reason", "updated_at"])
 
     def _candle_volume(self, symbol: str, now: datetime) -> Decimal:
         candles = self.feed.candles(symbol, "1m", limit=1, end=now)
         return candles[-1].volume if candles else ZERO
-
-    def _slippage_bps(self, quantity: Decimal, volume: Decimal) -> Decimal:
-        impact = MAX_SLIPPAGE_BPS if volume <= 0 else IMPACT_BPS_PER_VOLUME_SHARE * quantity / volume
-        return min(self.base_slippage_bps + impact, MAX_SLIPPAGE_BPS).quantize(Decimal("0.0001"))
 
     def _simulate_latency(self, now: datetime | None) -> datetime | None:
         """Sleep like a network round trip would; the venue then sees the market that much later."""
@@ -297,7 +299,10 @@ class PaperVenue:
         return now + timedelta(milliseconds=self.latency_ms) if now is not None else None
 
     # --- reports --------------------------------------------------------------------------
-    def report(self, venue_order: PaperVenueOrder) -> VenueOrderReport:
+    def report(self, venue_order: PaperVenueOrder, *, trades: list[PaperOrder] | None = None) -> VenueOrderReport:
+        """What the venue says about the order; `trades`: all of its trades, when the caller has them."""
+        if trades is not None:
+            venue_order._prefetched_objects_cache = {"trades": trades}  # what prefetch_related would set
         fills = tuple(
             VenueFill(
                 trade_id=t.trade_id, quantity=t.quantity, price=t.price, fee=t.fee, fee_currency=t.fee_currency,

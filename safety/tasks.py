@@ -10,7 +10,7 @@ import urllib.request
 from celery import shared_task
 from django.conf import settings
 
-from safety.services.breakers import breakers_check
+from safety.services.breakers import breakers_check, breakers_check_started
 from safety.services.enforcement import kill_switch_enforce_now
 from safety.services.mirror import safety_mirror_sync
 
@@ -27,6 +27,8 @@ def kill_switch_enforce() -> None:
 def check_breakers(kinds: list[str] | None = None) -> None:
     """Evaluate circuit breakers (all every few seconds from beat; some inline after events),
     and restore the Redis mirror of the safety state if it went missing."""
+    if kinds is not None:
+        breakers_check_started(kinds)  # before measuring: an event from now on queues a new check
     breakers_check(kinds=kinds)
     if kinds is None:
         safety_mirror_sync()

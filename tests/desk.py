@@ -57,3 +57,29 @@ def make_book(feed) -> dict[str, object]:
     agent_performance_update()
     portfolio_snapshot_take()
     return {"btc": btc, "eth": eth, "buy": buy, "sell": sell, "pending": pending, "rejected": rejected}
+
+
+def db_fingerprint() -> tuple:
+    """Everything an API write or a command could change: compare before and after a refusal."""
+    from django_celery_beat.models import PeriodicTask
+
+    from safety.models import (
+        AuditEvent,
+        CircuitBreakerEvent,
+        CircuitBreakerState,
+        KillSwitchEvent,
+        KillSwitchState,
+        RiskLimit,
+    )
+    from trading.models import Agent, Candle, Fill, Order, Position
+
+    return (
+        list(Agent.objects.order_by("pk").values()),
+        list(RiskLimit.objects.order_by("pk").values()),
+        list(KillSwitchState.objects.values()),
+        list(CircuitBreakerState.objects.order_by("pk").values()),
+        list(PeriodicTask.objects.order_by("pk").values("name", "enabled", "interval_id")),
+        list(Order.objects.order_by("pk").values("pk", "status")),
+        Fill.objects.count(), Position.objects.count(), Candle.objects.count(),
+        KillSwitchEvent.objects.count(), CircuitBreakerEvent.objects.count(), AuditEvent.objects.count(),
+    )

@@ -7,6 +7,7 @@ by the tests can load them too.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from types import MappingProxyType
@@ -52,3 +53,37 @@ class AlwaysLong(Strategy):
     def decide(self, candles: Sequence[Candle], position_qty: Decimal) -> Decision:
         exposure = Decimal(self.values["exposure"])
         return Decision(exposure, f"always long {exposure}")
+
+
+class Sleepy(Strategy):
+    """A decision that takes 30 s (a hung feed or model): stopped by the tick's soft time limit."""
+
+    name: ClassVar[str] = "sleepy"
+
+    @property
+    def warmup(self) -> int:
+        return 1
+
+    def decide(self, candles: Sequence[Candle], position_qty: Decimal) -> Decision:
+        time.sleep(30)
+        return Decision(None, "slept")
+
+
+class Runaway(Strategy):
+    """Swallows every exception for a minute, the soft time limit's included (a bare `except`
+    around a loop): only the hard time limit, which kills the process, stops it."""
+
+    name: ClassVar[str] = "runaway"
+
+    @property
+    def warmup(self) -> int:
+        return 1
+
+    def decide(self, candles: Sequence[Candle], position_qty: Decimal) -> Decision:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                time.sleep(0.05)
+            except BaseException:  # noqa: S110, BLE001 - the bug this strategy stands for
+                pass
+        return Decision(None, "ran away")

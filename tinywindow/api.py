@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import db
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import status
@@ -23,6 +24,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response({field: [exc.message]}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, OperationalError):
         return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    if isinstance(exc, (db.OperationalError, db.InterfaceError)):
+        # PostgreSQL down, or out of connections (the runbook's "pool exhausted"): temporary, so a
+        # 503 the client may retry, not a 500. The message never carries the driver's text (hosts).
+        return Response({"detail": "the database cannot be reached right now; retry later"},
+                        status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
     if isinstance(exc, TinyWindowError):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     return drf_exception_handler(exc, context)
@@ -52,7 +58,6 @@ _ERRORS = {
     "503": "The safety state or the database cannot be read right now; nothing was done.",
 }
 _WRITES = {"post", "put", "patch", "delete"}
-_PAGINATION_PARAMS = {"limit", "offset"}
 
 
 def _reference(name: str) -> dict[str, Any]:
@@ -71,7 +76,8 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
                 continue
             responses = operation["responses"]
             params = operation.get("parameters", [])
-            filtered = any(p.get("in") == "query" and p.get("name") not in _PAGINATION_PARAMS for p in params)
+            # Filters and `limit`/`offset` are validated: a bad one is a 400 too.
+            filtered = any(p.get("in") == "query" for p in params)
             if method in _WRITES or filtered:
                 responses.setdefault("400", {"description": "Invalid input: one message list per field.",
                                              "content": _reference("ValidationError")})

@@ -22,7 +22,7 @@ from safety.services.breakers import breakers_ensure_defaults
 from safety.services.mirror import safety_mirror_sync
 from tinywindow.permissions import ADMIN, OPERATOR, VIEWER
 from trading.models import Agent
-from trading.services.agents import agent_create
+from trading.services.agents import agent_create, agent_schedules_resync
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +86,18 @@ def _ensure_admin(report: BootstrapReport) -> None:
 
 
 def _ensure_periodic(name: str, task: str, every: int, queue: str) -> None:
+    """Create the schedule if it is missing. An existing one keeps what the operator may have
+    changed in the admin (interval, enabled, expiry); only the code-owned task path and queue
+    are corrected."""
+    existing = PeriodicTask.objects.filter(name=name).first()
+    if existing is not None:
+        if (existing.task, existing.queue) != (task, queue):
+            existing.task, existing.queue = task, queue
+            existing.save(update_fields=["task", "queue"])
+        return
     schedule, _ = IntervalSchedule.objects.get_or_create(every=every, period=IntervalSchedule.SECONDS)
-    PeriodicTask.objects.update_or_create(
-        name=name,
-        defaults={"task": task, "interval": schedule, "queue": queue, "kwargs": json.dumps({}),
-                  "expire_seconds": every, "enabled": True},
-    )
+    PeriodicTask.objects.create(name=name, task=task, interval=schedule, queue=queue, kwargs=json.dumps({}),
+                                expire_seconds=every, enabled=True)
 
 
 @transaction.atomic
@@ -105,14 +111,23 @@ def bootstrap(*, demo_agents: bool) -> BootstrapReport:
         RiskLimit.objects.create(**DEFAULT_GLOBAL_LIMITS)
     _ensure_periodic("risk-snapshot", "trading.tasks.take_portfolio_snapshot", settings.RISK_SNAPSHOT_SECONDS,
                      "default")
-    _ensure_periodic("agent-performance", "trading.tasks.update_agent_performance", 300, "default")
+    _ensure_periodic("agent-performance", "trading.tasks.update_agent_performance",
+                     settings.AGENT_PERFORMANCE_SECONDS, "default")
+    _ensure_periodic("snapshot-thinning", "trading.tasks.thin_portfolio_snapshots", settings.SNAPSHOT_THIN_SECONDS,
+                     "default")
     _ensure_periodic("check-breakers", "safety.tasks.check_breakers", settings.BREAKER_CHECK_SECONDS, "safety")
     # Resting limit orders and the rest of partly filled orders trade on this pass (paper venue).
     _ensure_periodic("paper-matching", "paper.tasks.match_resting_orders", settings.PAPER_MATCH_SECONDS,
                      "execution")
     # The books against the venues (trading/services/reconcile.py); engines also run it at start.
     _ensure_periodic("reconcile", "trading.tasks.reconcile", settings.RECONCILE_SECONDS, "execution")
-    report.schedules = ["risk-snapshot", "agent-performance", "check-breakers", "paper-matching", "reconcile"]
+    # The runbook's RPO: a pg_dump every BACKUP_SECONDS (tinywindow/backup.py).
+    _ensure_periodic("backup", "tinywindow.tasks.backup_database", settings.BACKUP_SECONDS, "default")
+    # Batch ticks of agents on slow timeframes (trading/services/ticks.py): every second, the batches due.
+    _ensure_periodic("dispatch-agent-ticks", "trading.tasks.dispatch_agent_ticks", 1, "strategy")
+    agent_schedules_resync()  # AGENT_TICK_BATCH_MIN_SECONDS may have changed since the last start
+    report.schedules = ["risk-snapshot", "agent-performance", "snapshot-thinning", "check-breakers",
+                        "paper-matching", "reconcile", "backup", "dispatch-agent-ticks"]
     if demo_agents and not Agent.objects.exists():
         for spec in DEMO_AGENTS:
             agent_create(**spec, timeframe="5s", tick_seconds=settings.DEMO_TICK_SECONDS)

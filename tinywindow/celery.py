@@ -5,12 +5,18 @@ Queues (DESIGN.md "Queues and tasks"):
 - `execution`  submit/cancel/query one order; reconcile — acks_late, idempotent by client_order_id
 - `strategy`   tick_agent(agent_id) — any number of strategy workers
 - `default`    risk snapshots, performance, housekeeping
+
+Time limits: soft/hard per task kind from settings (TICK_TIME_LIMITS, EXECUTION_TIME_LIMITS,
+BREAKER_CHECK_TIME_LIMITS, applied as CELERY_TASK_ANNOTATIONS), every other task
+CELERY_TASK_SOFT_TIME_LIMIT/CELERY_TASK_TIME_LIMIT; what each task does at them is in
+docs/reliability.md "Time limits".
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 import click
@@ -21,6 +27,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tinywindow.settings")
 
 app = Celery("tinywindow")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# Celery's Django fixup closes the database connections around every task (a reconnect per
+# order, ~5 ms) unless DB_REUSE_MAX is set. Workers handle connections as Django does per
+# request instead (celery_signals.db_connections_*: DB_CONN_MAX_AGE, health checks, broken or
+# half-finished transactions closed), so the fixup's own counter is set out of reach.
+app.conf["CELERY_DB_REUSE_MAX"] = sys.maxsize
 
 app.conf.task_queues = (
     Queue("safety"),

@@ -136,6 +136,40 @@ def task_unknown(name: str | None = None, **_: Any) -> None:
     metrics.TASKS.labels(name or "unknown", "unknown").inc()
 
 
+# --- database connections ----------------------------------------------------------------------
+
+def _eager(task: Any) -> bool:
+    return bool(getattr(getattr(task, "request", None), "is_eager", False))
+
+
+@signals.task_prerun.connect
+def db_connections_before_task(task: Any = None, **_: Any) -> None:
+    """Keep the worker's connection from task to task, as Django keeps it from request to
+    request: close it only when it is broken, past DB_CONN_MAX_AGE, or left mid-transaction."""
+    if not _eager(task):
+        from django.db import close_old_connections
+
+        close_old_connections()
+
+
+@signals.task_postrun.connect
+def db_connections_after_task(task: Any = None, **_: Any) -> None:
+    if _eager(task):
+        return
+    from django.db import close_old_connections, connections
+
+    from safety.services.gate import trading_gate_forget, trading_gate_leaked
+
+    if trading_gate_leaked():
+        # A session-level hold of the trading gate outlived its task (its unlock never ran): close
+        # the connection so PostgreSQL releases it, or every kill-switch activation would wait on it.
+        logger.error("trading gate still held after task %s: closing the database connection",
+                     getattr(task, "name", "?"))
+        connections.close_all()
+        trading_gate_forget()
+    close_old_connections()
+
+
 # --- worker heartbeats --------------------------------------------------------------------------
 
 def _heartbeat_key(hostname: str) -> str:

@@ -8,8 +8,10 @@ human must look).
 
 from __future__ import annotations
 
+import argparse
 import getpass
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import redis
@@ -55,6 +57,47 @@ def cli_errors() -> Iterator[None]:
         raise CommandError(f"database unreachable or failing: {_first_line(exc)}", returncode=EXIT_FAILURE) from None
     except redis.RedisError as exc:
         raise CommandError(f"Redis unreachable or failing: {_first_line(exc)}", returncode=EXIT_FAILURE) from None
+
+
+# argparse types: a bad value is a usage error (exit 2, one line) before anything runs.
+
+
+def port_number(raw: str) -> int:
+    """A TCP port, 1-65535."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (1-65535)")
+    return value
+
+
+def count(minimum: int = 0, maximum: int = 10_000) -> Callable[[str], int]:
+    """An integer within [minimum, maximum] (worker counts, how many files to keep, ...)."""
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"{value} is not between {minimum} and {maximum}")
+        return value
+
+    parse.__name__ = "count"  # argparse names the type in its message
+    return parse
+
+
+def positive_seconds(raw: str) -> float:
+    """A finite number of seconds > 0 (NaN and infinity refused)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a positive number of seconds")
+    return value
 
 
 def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:

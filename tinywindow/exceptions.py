@@ -70,7 +70,15 @@ class ExchangeError(TinyWindowError):
 
 
 class TemporaryExchangeError(ExchangeError):
-    """Network trouble, rate limit, venue unavailable: safe to retry later."""
+    """Network trouble, rate limit, venue unavailable: safe to retry later.
+
+    `retry_after` (seconds) is the venue's own Retry-After when it sent one (a 429/418): the
+    retry must not come sooner, or the venue escalates (Binance bans the address with 418).
+    """
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentExchangeError(ExchangeError):

@@ -24,6 +24,21 @@ if _format not in LOG_FORMATS:
     _format = "plain"
 
 logconfig_dict = logging_config(level=_level, log_format=_format)
+
+
+def _positive(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else default
+
+
+# Concurrency and the database connection budget (docs/reliability.md "Connection budget"): each
+# thread of each worker holds at most one PostgreSQL connection (Django keeps one per thread for
+# DB_CONN_MAX_AGE), so the web role uses at most WEB_WORKERS × WEB_THREADS connections however
+# many clients arrive. Clients beyond the threads wait in the listen backlog (WEB_BACKLOG), not
+# in PostgreSQL; anonymous excess is answered 429 by the API throttle.
+workers = _positive("WEB_WORKERS", 2)
+threads = _positive("WEB_THREADS", 4)
+backlog = _positive("WEB_BACKLOG", 2048)
 # Access lines: "client method path status bytes duration(µs)"; in JSON they are the message.
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(D)sus'
 

@@ -157,8 +157,10 @@ class _EngineHandler(BaseHTTPRequestHandler):
 
 
 def _heartbeat_loop(server: _EngineServer) -> None:
-    """Every few seconds: tell the web (and anyone else) that the engine is alive, and put
-    back the Redis mirror of the safety state if it went missing (Redis restart, FLUSHDB)."""
+    """Every few seconds: tell the web (and anyone else) that the engine is alive, put back the
+    Redis mirror of the safety state if it went missing (Redis restart, FLUSHDB), and check the
+    circuit breakers itself when beat's periodic check is overdue (beat stopped)."""
+    from safety.services.breakers import breakers_check_if_overdue
     from safety.services.mirror import safety_mirror_sync
 
     interval = max(1, min(5, settings.ENGINE_HEARTBEAT_TTL_SECONDS // 4))
@@ -174,6 +176,10 @@ def _heartbeat_loop(server: _EngineServer) -> None:
             first = False
         except Exception as exc:  # database down: readers fall back and fail closed meanwhile
             logger.warning("safety mirror sync failed: %s", exc)
+        try:
+            breakers_check_if_overdue(interval_seconds=settings.BREAKER_CHECK_SECONDS)
+        except Exception as exc:  # database down: the breakers' readers fail closed meanwhile
+            logger.warning("engine breaker check failed: %s", exc)
         server.stopping.wait(interval)
 
 

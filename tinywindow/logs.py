@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -57,6 +58,47 @@ def log_context(**values: Any) -> Iterator[None]:
         yield
     finally:
         reset_context(token)
+
+
+# Credentials that must never reach a log line: the environment's, and those read from Vault
+# (registered by the gateway when it loads them). Values shorter than this are not worth masking.
+SECRET_ENV_VARS = ("EXCHANGE_API_KEY", "EXCHANGE_API_SECRET", "VAULT_TOKEN", "FLOWER_BASIC_AUTH", "SECRET_KEY",
+                   "ADMIN_PASSWORD")
+_MIN_SECRET_LENGTH = 8
+_registered_secrets: set[str] = set()
+REDACTED = "[redacted]"
+
+
+def register_secret(value: str) -> None:
+    """Mask `value` in every log line of this process from now on."""
+    if value and len(value) >= _MIN_SECRET_LENGTH:
+        _registered_secrets.add(value)
+
+
+def _secrets() -> list[str]:
+    values = {os.environ.get(name, "") for name in SECRET_ENV_VARS} | _registered_secrets
+    return sorted((v for v in values if len(v) >= _MIN_SECRET_LENGTH), key=len, reverse=True)
+
+
+class RedactSecretsFilter(logging.Filter):
+    """The last line of defence: a credential in a message or a traceback becomes `[redacted]`.
+    (The first: libraries that log request headers, ccxt at DEBUG, are kept at INFO.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        hidden = _secrets()
+        if not hidden:
+            return True
+        message = record.getMessage()
+        if any(value in message for value in hidden):
+            for value in hidden:
+                message = message.replace(value, REDACTED)
+            record.msg, record.args = message, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and any(value in record.exc_text for value in hidden):
+            for value in hidden:
+                record.exc_text = record.exc_text.replace(value, REDACTED)
+        return True
 
 
 class ContextFilter(logging.Filter):
@@ -108,8 +150,8 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record_context(record).items():
             payload.setdefault(key, value)
-        if record.exc_info:
-            payload["exc_info"] = self.formatException(record.exc_info)
+        if record.exc_info:  # the text RedactSecretsFilter already cleaned, when it ran
+            payload["exc_info"] = record.exc_text or self.formatException(record.exc_info)
         if record.stack_info:
             payload["stack_info"] = self.formatStack(record.stack_info)
         return json.dumps(payload, default=str, ensure_ascii=False)
@@ -123,17 +165,20 @@ def logging_config(*, level: str = "INFO", log_format: str = "plain") -> dict[st
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": "tinywindow.logs.ContextFilter"}},
+        "filters": {"context": {"()": "tinywindow.logs.ContextFilter"},
+                    "secrets": {"()": "tinywindow.logs.RedactSecretsFilter"}},
         "formatters": {
             "plain": {"()": "tinywindow.logs.PlainFormatter"},
             "json": {"()": "tinywindow.logs.JsonFormatter"},
         },
         "handlers": {
-            "console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["context"]},
+            "console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["context", "secrets"]},
         },
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
             "django.db.backends": {"level": "WARNING"},
+            # ccxt logs every request with its headers at DEBUG: the API key is one of them.
+            "ccxt": {"level": "INFO"},
             # gunicorn's own loggers go through the same handler (see gunicorn_conf.py).
             "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
             "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},

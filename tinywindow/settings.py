@@ -97,6 +97,13 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+if not PAPER_TRADING_MODE and not env.str("SECRET_KEY", default=""):
+    # A key generated on one host would differ on the next: sessions and signatures break, and a
+    # live desk must know where its key lives.
+    raise ImproperlyConfigured("SECRET_KEY is required when PAPER_TRADING_MODE=false (live trading)")
+if DEBUG and not PAPER_TRADING_MODE:
+    # Debug pages show settings, SQL and local variables to whoever gets an error.
+    raise ImproperlyConfigured("DEBUG=true is refused when PAPER_TRADING_MODE=false (live trading)")
 ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -118,6 +125,8 @@ INSTALLED_APPS = [
     "safety",
     "trading",
     "paper",
+    # Brute-force protection of the admin login (and of every authenticate() call).
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -130,6 +139,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last but one, as django-axes asks: it answers a locked-out login with 429.
+    "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -172,6 +183,52 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL: str = resolve_redis_url()
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
+
+# --- web security (DESIGN.md "Security"; tested in tests/integration/test_security.py) ----------
+# HTTPS: the web is reached over TLS (a proxy in front of gunicorn). Default: on in live mode, off
+# in paper mode, where `up` serves plain HTTP on 127.0.0.1. It makes the session and CSRF cookies
+# Secure, redirects HTTP to HTTPS (except /health and /metrics, probed inside the network) and
+# sends HSTS. `manage.py check --deploy` is clean with the production environment.
+HTTPS: bool = env.bool("HTTPS", default=not PAPER_TRADING_MODE)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE: int = env.int("SESSION_COOKIE_AGE", default=8 * 3600)  # one desk shift
+SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=HTTPS)
+SECURE_REDIRECT_EXEMPT = [r"^health/?$", r"^metrics$"]
+# Only when the proxy in front sets X-Forwarded-Proto itself (a client could forge it otherwise).
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("TRUST_X_FORWARDED_PROTO",
+                                                                           default=False) else None
+SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=365 * 86400 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS: bool = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+# Preloading is a promise to browser vendors about the whole domain: the domain's owner opts in.
+SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = ["security.W021"]  # HSTS preload: see above
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Request bodies: the API takes small JSON objects; anything bigger is refused with a 400/413
+# before it is parsed.
+DATA_UPLOAD_MAX_MEMORY_SIZE: int = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=256 * 1024)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+
+# django-axes: AXES_FAILURE_LIMIT failed logins for one username from one address lock that pair
+# out for AXES_COOLOFF_MINUTES (429). Locking the pair, not the username alone, means nobody can
+# lock an operator out of the admin from elsewhere. Addresses come from REMOTE_ADDR only, as for
+# the API's roles (a forwarded header can be forged). Attempts are rows in PostgreSQL, shared by
+# every gunicorn worker; `python manage.py axes_reset_username NAME` lifts a lockout.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT: int = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_MINUTES", default=15.0) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "tinywindow.permissions.client_address"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False  # its start-up banner on every command; failures and lockouts are still logged
+if AXES_FAILURE_LIMIT < 1 or AXES_COOLOFF_TIME <= 0 or SESSION_COOKIE_AGE < 60:
+    raise ImproperlyConfigured("AXES_FAILURE_LIMIT and AXES_COOLOFF_MINUTES must be positive, SESSION_COOKIE_AGE "
+                               "at least 60")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -281,6 +338,31 @@ CELERY_TIMEZONE = "UTC"
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=120)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=100)
+
+
+def _time_limits(var: str, default: str) -> tuple[int, int]:
+    """`SOFT/HARD` seconds, e.g. `20/30`: at SOFT the task gets SoftTimeLimitExceeded and cleans
+    up (tinywindow/celery.py says what each kind does); at HARD the worker kills the process."""
+    raw = env.str(var, default=default).strip()
+    soft, _, hard = raw.partition("/")
+    if not (soft.isdigit() and hard.isdigit() and 0 < int(soft) < int(hard)):
+        raise ImproperlyConfigured(f"environment variable {var}={raw!r} is not SOFT/HARD seconds with SOFT < HARD")
+    return int(soft), int(hard)
+
+
+# Per task kind (docs/reliability.md "Time limits"); every other task has the two limits above.
+TICK_TIME_LIMITS = _time_limits("TICK_TIME_LIMITS", "20/30")
+EXECUTION_TIME_LIMITS = _time_limits("EXECUTION_TIME_LIMITS", "30/45")
+BREAKER_CHECK_TIME_LIMITS = _time_limits("BREAKER_CHECK_TIME_LIMITS", "50/60")
+CELERY_TASK_ANNOTATIONS = {
+    name: {"soft_time_limit": soft, "time_limit": hard}
+    for names, (soft, hard) in (
+        (("trading.tasks.tick_agent", "trading.tasks.tick_agents"), TICK_TIME_LIMITS),
+        (("trading.tasks.execute_order",), EXECUTION_TIME_LIMITS),
+        (("safety.tasks.check_breakers",), BREAKER_CHECK_TIME_LIMITS),
+    )
+    for name in names
+}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
@@ -293,9 +375,33 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- trading & safety -----------------------------------------------------------------------
 DEMO_TICK_SECONDS: int = env.int("DEMO_TICK_SECONDS", default=5)
+# Batch ticks (trading/services/ticks.py, docs/scaling.md): agents whose tick_seconds is at least
+# AGENT_TICK_BATCH_MIN_SECONDS (0 = never) are ticked AGENT_TICK_BATCH_SIZE per task by the
+# dispatch-agent-ticks beat entry instead of one beat entry and one task per agent.
+AGENT_TICK_BATCH_MIN_SECONDS: int = env.int("AGENT_TICK_BATCH_MIN_SECONDS", default=60)
+AGENT_TICK_BATCH_SIZE: int = env.int("AGENT_TICK_BATCH_SIZE", default=100)
+if AGENT_TICK_BATCH_MIN_SECONDS < 0 or AGENT_TICK_BATCH_SIZE < 1:
+    raise ImproperlyConfigured("AGENT_TICK_BATCH_MIN_SECONDS must be >= 0 and AGENT_TICK_BATCH_SIZE >= 1")
 RISK_SNAPSHOT_SECONDS: int = env.int("RISK_SNAPSHOT_SECONDS", default=60)
+# Snapshot thinning (trading/services/snapshots.py, beat every SNAPSHOT_THIN_SECONDS): rows younger
+# than SNAPSHOT_KEEP_ALL_DAYS are all kept; older ones keep the first row of each
+# SNAPSHOT_THIN_KEEP_SECONDS bucket (hourly). docs/metrics.md explains how performance reads them.
+SNAPSHOT_KEEP_ALL_DAYS: int = env.int("SNAPSHOT_KEEP_ALL_DAYS", default=7)
+SNAPSHOT_THIN_KEEP_SECONDS: int = env.int("SNAPSHOT_THIN_KEEP_SECONDS", default=3600)
+SNAPSHOT_THIN_SECONDS: int = env.int("SNAPSHOT_THIN_SECONDS", default=3600)
+# Agent performance (trading/services/performance.py, docs/metrics.md "Agent performance figures").
+AGENT_PERFORMANCE_SECONDS: int = env.int("AGENT_PERFORMANCE_SECONDS", default=300)
+AGENT_PERFORMANCE_WINDOW_DAYS: int = env.int("AGENT_PERFORMANCE_WINDOW_DAYS", default=30)
+AGENT_PERFORMANCE_RETURN_SECONDS: int = env.int("AGENT_PERFORMANCE_RETURN_SECONDS", default=3600)
+PERFORMANCE_RISK_FREE_RATE: float = env.float("PERFORMANCE_RISK_FREE_RATE", default=0.0)
+if min(SNAPSHOT_KEEP_ALL_DAYS, SNAPSHOT_THIN_KEEP_SECONDS, SNAPSHOT_THIN_SECONDS, AGENT_PERFORMANCE_SECONDS,
+       AGENT_PERFORMANCE_WINDOW_DAYS, AGENT_PERFORMANCE_RETURN_SECONDS) < 1:
+    raise ImproperlyConfigured("SNAPSHOT_* and AGENT_PERFORMANCE_* settings must be positive")
 BREAKER_CHECK_SECONDS: int = env.int("BREAKER_CHECK_SECONDS", default=5)
 SYNTHETIC_FEED_SEED: int = env.int("SYNTHETIC_FEED_SEED", default=42)
+# The market the paper venue fills at (its last price and candle volume): a feed name as an
+# agent's `feed` field takes it. Agents deciding on another feed would trade at prices they never saw.
+PAPER_FEED: str = env.str("PAPER_FEED", default="synthetic")
 PAPER_TAKER_FEE_RATE = env.str("PAPER_TAKER_FEE_RATE", default="0.001")
 PAPER_MAKER_FEE_RATE = env.str("PAPER_MAKER_FEE_RATE", default="0.0008")
 PAPER_BASE_SLIPPAGE_BPS = env.str("PAPER_BASE_SLIPPAGE_BPS", default="2")
@@ -328,6 +434,17 @@ if RECONCILE_SECONDS < 1 or not 0 < RECONCILE_STALE_SECONDS < RECONCILE_ORDER_MA
     raise ImproperlyConfigured("RECONCILE_SECONDS and RECONCILE_STALE_SECONDS must be positive, and "
                                "RECONCILE_STALE_SECONDS below RECONCILE_ORDER_MAX_AGE_SECONDS (got "
                                f"{RECONCILE_SECONDS}, {RECONCILE_STALE_SECONDS}, {RECONCILE_ORDER_MAX_AGE_SECONDS})")
+
+# --- backups (tinywindow/backup.py; docs/reliability.md "Recovery objectives") ------------------
+# `manage.py backup` and beat's `backup` schedule (every BACKUP_SECONDS, default queue) write a
+# pg_dump into BACKUP_DIR and keep the newest BACKUP_KEEP (96 x 15 min = one day); a dump may run
+# BACKUP_TIME_LIMIT seconds. Put BACKUP_DIR on another disk (or sync it off the host).
+BACKUP_DIR: Path = Path(env.str("BACKUP_DIR", default=str(VAR_DIR / "backups")))
+BACKUP_SECONDS: int = env.int("BACKUP_SECONDS", default=900)
+BACKUP_KEEP: int = env.int("BACKUP_KEEP", default=96)
+BACKUP_TIME_LIMIT: int = env.int("BACKUP_TIME_LIMIT", default=600)
+if min(BACKUP_SECONDS, BACKUP_KEEP, BACKUP_TIME_LIMIT) < 1:
+    raise ImproperlyConfigured("BACKUP_SECONDS, BACKUP_KEEP and BACKUP_TIME_LIMIT must be positive")
 
 # --- logging --------------------------------------------------------------------------------
 # One config for web, workers, beat and gunicorn (tinywindow/logs.py). LOG_FORMAT=json writes one

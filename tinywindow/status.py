@@ -48,7 +48,7 @@ def system_status() -> SystemStatus:
             breaker_status=aggregate_status(s.state for s in states),
             open_breakers=[s for s in states if s.state != BreakerStatus.CLOSED],
             agents=agent_status_counts(),
-            latest_snapshot=portfolio_snapshot_latest(),
+            latest_snapshot=portfolio_snapshot_latest(totals_only=True),
             open_orders=orders_open_count(),
         )
     except DatabaseError as exc:

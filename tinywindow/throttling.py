@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from django.core.cache import BaseCache, caches
-from rest_framework import pagination
+from rest_framework import exceptions, pagination
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
@@ -23,6 +23,26 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
     """`?limit=&offset=`; a limit above `max_limit` is cut to it (an unbounded LIMIT is a 500 waiting)."""
 
     max_limit = 1000
+
+    def get_limit(self, request: Any) -> int | None:
+        self._check_whole_number(request, self.limit_query_param, minimum=1, maximum=None)  # capped by DRF
+        return super().get_limit(request)
+
+    def get_offset(self, request: Any) -> int:
+        # PostgreSQL's OFFSET is a bigint: a larger one would be a database error, not an empty page.
+        self._check_whole_number(request, self.offset_query_param, minimum=0, maximum=2**63 - 1)
+        return super().get_offset(request)
+
+    @staticmethod
+    def _check_whole_number(request: Any, name: str, *, minimum: int, maximum: int | None) -> None:
+        """DRF ignores a bad `limit`/`offset` and answers with the default page: a client with a
+        typo would never know. Refuse it (400 naming the parameter) instead."""
+        raw = request.query_params.get(name)
+        if raw in (None, ""):
+            return
+        if not raw.isascii() or not raw.isdigit() or int(raw) < minimum or (maximum is not None and int(raw) > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            raise exceptions.ValidationError({name: [f"must be a whole number {bound}"]})
 
 
 class _TinyWindowThrottle:

@@ -5,7 +5,18 @@ from django.utils.html import format_html
 
 from tinywindow.exceptions import ValidationError
 from tinywindow.permissions import OPERATOR, actor_name, client_address, has_role
-from trading.models import Agent, AgentPerformance, AgentStatus, Candle, Fill, Order, PortfolioSnapshot, Position
+from trading.models import (
+    Agent,
+    AgentPerformance,
+    AgentStatus,
+    BacktestRun,
+    BacktestTrade,
+    Candle,
+    Fill,
+    Order,
+    PortfolioSnapshot,
+    Position,
+)
 from trading.services.agents import (
     UPDATABLE_FIELDS,
     agent_create,
@@ -114,10 +125,16 @@ class AgentAdmin(admin.ModelAdmin):
         if perf is None:
             return "not computed yet (the agent-performance task runs every 5 minutes)"
         win_rate = f"{perf.win_rate * 100:.1f}%" if perf.win_rate is not None else "—"
-        sharpe = f"{perf.sharpe_ratio.normalize()}" if perf.sharpe_ratio is not None else "—"
+        def ratio(value):
+            return f"{value:.2f}" if value is not None else "—"
+
+        drawdown = f"{perf.max_drawdown * 100:.1f}%" if perf.max_drawdown is not None else "—"
+        exposure = f"{perf.exposure_time * 100:.0f}%" if perf.exposure_time is not None else "—"
         return format_html(
-            "{} closing trades · win rate {} · Sharpe (per trade) {} · total PnL {}<br>window {} → {}",
-            perf.trades, win_rate, sharpe, perf.total_pnl.normalize(), f"{perf.window_start:%Y-%m-%d %H:%M}",
+            "{} closing trades · win rate {} · profit factor {} · total PnL {}<br>Sharpe {} · Sortino {} "
+            "(annualised) · max drawdown {} · exposure {}<br>window {} → {}",
+            perf.trades, win_rate, ratio(perf.profit_factor), perf.total_pnl.normalize(), ratio(perf.sharpe_ratio),
+            ratio(perf.sortino_ratio), drawdown, exposure, f"{perf.window_start:%Y-%m-%d %H:%M}",
             f"{perf.window_end:%Y-%m-%d %H:%M} UTC")
 
     @admin.display(description="Beat schedule")
@@ -176,12 +193,15 @@ class PositionAdmin(ReadOnlyAdmin):
 
 @admin.register(PortfolioSnapshot)
 class PortfolioSnapshotAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "equity", "cash", "gross_exposure", "realized_pnl", "unrealized_pnl", "drawdown")
+    list_display = ("created_at", "equity", "cash", "gross_exposure", "net_exposure", "realized_pnl",
+                    "unrealized_pnl", "drawdown", "open_orders")
+    date_hierarchy = "created_at"
 
 
 @admin.register(AgentPerformance)
 class AgentPerformanceAdmin(ReadOnlyAdmin):
-    list_display = ("agent", "trades", "win_rate", "sharpe_ratio", "total_pnl", "window_end")
+    list_display = ("agent", "trades", "win_rate", "sharpe_ratio", "sortino_ratio", "max_drawdown", "profit_factor",
+                    "total_pnl", "exposure_time", "window_start", "window_end")
 
 
 @admin.register(Candle)
@@ -189,3 +209,58 @@ class CandleAdmin(ReadOnlyAdmin):
     list_display = ("exchange", "symbol", "timeframe", "ts", "open", "high", "low", "close", "volume")
     list_filter = ("exchange", "symbol", "timeframe")
     date_hierarchy = "ts"
+
+
+@admin.register(BacktestRun)
+class BacktestRunAdmin(ReadOnlyAdmin):
+    """Stored backtests (`manage.py backtest --store`): figures, parameters, the HTML report, the fills."""
+
+    list_display = ("id", "created_at", "strategy_name", "symbol", "timeframe", "candles", "trades", "total_pnl",
+                    "sharpe_ratio", "max_drawdown", "final_equity")
+    list_filter = ("symbol", "timeframe", "strategy")
+    readonly_fields = ("report_link", "trades_link")
+
+    @admin.display(description="strategy", ordering="strategy")
+    def strategy_name(self, run):
+        return run.strategy.rsplit(".", 1)[-1]
+
+    @admin.display(description="Report")
+    def report_link(self, run):
+        if not run.report_path:
+            return "—"
+        url = reverse("admin:trading_backtestrun_report", args=[run.pk])
+        return format_html('<a href="{}">open the HTML report</a> ({})', url, run.report_path)
+
+    @admin.display(description="Fills")
+    def trades_link(self, run):
+        url = reverse("admin:trading_backtesttrade_changelist") + f"?run__id__exact={run.pk}"
+        return format_html('<a href="{}">{} fill(s)</a>', url, run.fills)
+
+    def get_urls(self):
+        from django.urls import path
+
+        return [path("<int:pk>/report/", self.admin_site.admin_view(self.report_view),
+                     name="trading_backtestrun_report"), *super().get_urls()]
+
+    def report_view(self, request, pk):
+        """The run's report.html as written by the command (it embeds its images: one file)."""
+        from pathlib import Path
+
+        from django.http import FileResponse, Http404
+
+        run = BacktestRun.objects.filter(pk=pk).first()
+        if run is None or not self.has_view_permission(request, run):
+            raise Http404("no such backtest")
+        path = Path(run.report_path)
+        # Only the file the command wrote: a report.html, never any other path stored in the row.
+        if path.name != "report.html" or not path.is_file():
+            raise Http404("the report file is no longer there")
+        return FileResponse(path.open("rb"), content_type="text/html; charset=utf-8")
+
+
+@admin.register(BacktestTrade)
+class BacktestTradeAdmin(ReadOnlyAdmin):
+    list_display = ("run", "order_number", "bar", "ts", "side", "quantity", "price", "fee", "realized_pnl",
+                    "position")
+    list_filter = ("run", "side")
+    list_select_related = ("run",)

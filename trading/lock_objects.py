@@ -14,5 +14,9 @@ def lock_order(order_id: int) -> Order:
 
 
 def lock_position(*, agent_id: int, symbol: str) -> Position:
+    """Lock the agent's position in `symbol`, creating it (flat) first if it has none."""
+    position = Position.objects.select_for_update().filter(agent_id=agent_id, symbol=symbol).first()
+    if position is not None:  # the usual case: one query
+        return position
     Position.objects.get_or_create(agent_id=agent_id, symbol=symbol)
     return Position.objects.select_for_update().get(agent_id=agent_id, symbol=symbol)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from tinywindow.fields import ZERO, DecimalAmount
 from trading.order_states import OrderStatus
@@ -107,6 +108,10 @@ class Order(models.Model):
             models.Index(fields=["status", "created_at"], name="orders_status_created_idx"),
             models.Index(fields=["symbol", "created_at"], name="orders_symbol_created_idx"),
             models.Index(fields=["agent", "created_at"], name="orders_agent_created_idx"),
+            # The runbook's "Daily P&L Summary" (executed orders of the last 7 days, pnl summed per
+            # day): an index-only scan of executed orders, no heap visit per order.
+            models.Index(fields=["created_at"], include=["pnl"], name="orders_executed_pnl_idx",
+                         condition=Q(status="executed")),
             models.Index(
                 fields=["status"],
                 name="orders_open_idx",
@@ -181,8 +186,13 @@ class PortfolioSnapshot(models.Model):
     peak_equity = DecimalAmount()
     drawdown = DecimalAmount(help_text="Fraction below peak equity, 0..1.")
     open_orders = models.PositiveIntegerField(default=0)
-    positions = models.JSONField(default=list)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    positions = models.JSONField(default=list, help_text="Per agent and symbol: quantity, average price, mark "
+                                 "price, unrealized PnL, market value.")
+    agents = models.JSONField(default=list, help_text="Per agent: capital, realized and unrealized PnL, equity, "
+                              "exposure, open orders (the agent-performance task reads its equity series here).")
+    # Not auto_now_add: the service passes its `now`, so a snapshot is stamped with the time it
+    # was valued at (and tests can write backdated rows for thinning and performance).
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         db_table = "portfolio_snapshots"
@@ -195,10 +205,15 @@ class AgentPerformance(models.Model):
     agent = models.OneToOneField(Agent, on_delete=models.CASCADE, related_name="performance")
     window_start = models.DateTimeField()
     window_end = models.DateTimeField()
-    trades = models.PositiveIntegerField(default=0)
-    win_rate = DecimalAmount(null=True, blank=True)
-    sharpe_ratio = DecimalAmount(null=True, blank=True)
-    total_pnl = DecimalAmount(default=ZERO)
+    trades = models.PositiveIntegerField(default=0, help_text="Closed trades: orders that realized PnL.")
+    win_rate = DecimalAmount(null=True, blank=True, help_text="Winning trades / trades, 0..1.")
+    sharpe_ratio = DecimalAmount(null=True, blank=True, help_text="Annualised (365-day year), from equity returns.")
+    sortino_ratio = DecimalAmount(null=True, blank=True, help_text="Annualised, downside deviation over all periods.")
+    max_drawdown = DecimalAmount(null=True, blank=True, help_text="Largest fall of equity from its peak, 0..1.")
+    profit_factor = DecimalAmount(null=True, blank=True, help_text="Gross profit / gross loss of the trades.")
+    total_pnl = DecimalAmount(default=ZERO, help_text="Realized PnL of the trades in the window, fees included.")
+    exposure_time = DecimalAmount(null=True, blank=True, help_text="Fraction of the window with an open position.")
+    equity_points = models.PositiveIntegerField(default=0, help_text="Equity points the ratios were computed from.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -237,3 +252,59 @@ class Candle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.exchange} {self.symbol} {self.timeframe} {self.ts.isoformat()} close {self.close}"
+
+
+class BacktestRun(models.Model):
+    """One stored `manage.py backtest --store` run: what was run, its figures and where its report is."""
+
+    strategy = models.CharField(max_length=200, help_text="Strategy class (dotted path).")
+    params = models.JSONField(default=dict, help_text="The strategy's parameters, as an agent stores them.")
+    symbol = models.CharField(max_length=40)
+    timeframe = models.CharField(max_length=8)
+    source = models.CharField(max_length=60, help_text="synthetic:<seed> or stored:<exchange>.")
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    candles = models.PositiveIntegerField(default=0)
+    capital = DecimalAmount()
+    fill_model = models.JSONField(default=dict, help_text="Fees, slippage and volume cap the fills used.")
+    final_equity = DecimalAmount()
+    trades = models.PositiveIntegerField(default=0, help_text="Closed trades: orders that realized PnL.")
+    fills = models.PositiveIntegerField(default=0)
+    win_rate = DecimalAmount(null=True, blank=True)
+    sharpe_ratio = DecimalAmount(null=True, blank=True)
+    sortino_ratio = DecimalAmount(null=True, blank=True)
+    max_drawdown = DecimalAmount(null=True, blank=True)
+    profit_factor = DecimalAmount(null=True, blank=True)
+    total_pnl = DecimalAmount(default=ZERO)
+    exposure_time = DecimalAmount(null=True, blank=True)
+    report_path = models.CharField(max_length=500, blank=True,
+                                   help_text="The HTML report (PNGs and trades.csv beside it).")
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "backtest_runs"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"backtest {self.pk}: {self.strategy.rsplit('.', 1)[-1]} {self.symbol} {self.timeframe}"
+
+
+class BacktestTrade(models.Model):
+    """One fill of a stored backtest (the same columns as its trades.csv)."""
+
+    run = models.ForeignKey(BacktestRun, on_delete=models.CASCADE, related_name="trade_rows")
+    order_number = models.PositiveIntegerField()
+    bar = models.PositiveIntegerField()
+    ts = models.DateTimeField(help_text="Close time of the bar that priced the fill.")
+    side = models.CharField(max_length=4, choices=OrderSide.choices)
+    quantity = DecimalAmount()
+    price = DecimalAmount()
+    fee = DecimalAmount()
+    realized_pnl = DecimalAmount(default=ZERO)
+    position = DecimalAmount()
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "backtest_trades"
+        ordering = ["run", "id"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.db import connection
 from django.db.models import Count, QuerySet
 
 from trading.feeds.base import Candle, require_aware, timeframe_seconds
@@ -63,6 +66,55 @@ def candle_exchanges(*, symbol: str, timeframe: str | None = None) -> list[str]:
         rows = rows.filter(timeframe=timeframe)
     # order_by() drops the model's default ordering, which would otherwise defeat DISTINCT.
     return sorted(rows.order_by().values_list("exchange", flat=True).distinct())
+
+
+def candle_exchanges_by_symbol(*, symbols: Iterable[str]) -> dict[str, list[str]]:
+    """{symbol: exchanges that stored candles of it} for several symbols in one query."""
+    found: dict[str, list[str]] = {}
+    rows = CandleRow.objects.filter(symbol__in=list(symbols)).order_by().values_list("symbol", "exchange").distinct()
+    for symbol, exchange in rows:
+        found.setdefault(symbol, []).append(exchange)
+    return {symbol: sorted(exchanges) for symbol, exchanges in found.items()}
+
+
+@dataclass(frozen=True)
+class LastClose:
+    timeframe: str
+    ts: datetime
+    close: Decimal
+
+
+# For each (exchange, symbol): the newest candle closed by `at` of each timeframe (an index seek
+# each, through LATERAL), keeping the finest timeframe that has one. One statement for any number
+# of symbols: the portfolio snapshot marks 1000 positions with it.
+_LAST_CLOSES_SQL = """
+SELECT DISTINCT ON (p.exchange, p.symbol) p.exchange, p.symbol, t.timeframe, c.ts, c.close
+FROM unnest(%(exchanges)s::text[], %(symbols)s::text[]) AS p(exchange, symbol)
+CROSS JOIN unnest(%(timeframes)s::text[], %(seconds)s::int[]) AS t(timeframe, seconds)
+CROSS JOIN LATERAL (
+    SELECT ts, close FROM candles
+    WHERE exchange = p.exchange AND symbol = p.symbol AND timeframe = t.timeframe
+      AND ts <= %(at)s::timestamptz - make_interval(secs => t.seconds)
+    ORDER BY ts DESC LIMIT 1
+) c
+ORDER BY p.exchange, p.symbol, t.seconds
+"""
+
+
+def candles_last_closes(*, pairs: Iterable[tuple[str, str]], timeframes: Iterable[str],
+                        at: datetime) -> dict[tuple[str, str], LastClose]:
+    """{(exchange, symbol): the close of the newest candle closed at or before `at`, in the finest
+    of `timeframes` that has one}. Pairs without any such candle are left out. One query."""
+    pairs = sorted(set(pairs))
+    frames = sorted(set(timeframes), key=timeframe_seconds)
+    if not pairs or not frames:
+        return {}
+    params = {"exchanges": [e for e, _ in pairs], "symbols": [s for _, s in pairs], "timeframes": frames,
+              "seconds": [timeframe_seconds(f) for f in frames], "at": require_aware(at, "at")}
+    with connection.cursor() as cursor:
+        cursor.execute(_LAST_CLOSES_SQL, params)
+        return {(exchange, symbol): LastClose(timeframe, ts, _trim(close))
+                for exchange, symbol, timeframe, ts, close in cursor.fetchall()}
 
 
 def candle_timeframes(*, exchange: str, symbol: str) -> list[str]:
@@ -126,8 +178,11 @@ def portfolio_snapshots_list(*, created_after: datetime | None = None,
     return snapshots.filter(**{k: v for k, v in filters.items() if v is not None})
 
 
-def portfolio_snapshot_latest() -> PortfolioSnapshot | None:
-    return PortfolioSnapshot.objects.order_by("-created_at", "-id").first()
+def portfolio_snapshot_latest(*, totals_only: bool = False) -> PortfolioSnapshot | None:
+    """The newest snapshot; `totals_only` leaves its per-position and per-agent lists in the
+    database (they grow with the book; the desk's status shows totals only)."""
+    rows = PortfolioSnapshot.objects.order_by("-created_at", "-id")
+    return (rows.defer("positions", "agents") if totals_only else rows).first()
 
 
 def agent_performance_list(*, agent_id: int | None = None) -> QuerySet[AgentPerformance]:

@@ -12,27 +12,31 @@ the account's balances sorted by asset — so two matching passes never deadlock
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from paper.models import PaperAccount, PaperBalance
 from tinywindow.fields import ZERO
 
 
-def paper_account_seed(*, account: str, balances: Mapping[str, Decimal]) -> bool:
+def paper_account_seed(*, account: str,
+                       balances: Mapping[str, Decimal] | Callable[[], Mapping[str, Decimal]]) -> bool:
     """Create `account` funded with `balances`, unless it exists. True when created now.
 
-    The account row is the guard: two concurrent first orders of one agent both try to
-    create it, the unique name lets exactly one of them fund it.
+    `balances` may be a function, called only when the account is new (working out an agent's
+    funding reads its books). The account row is the guard: two concurrent first orders of one
+    agent both try to create it, the unique name lets exactly one of them fund it.
     """
     if PaperAccount.objects.filter(name=account).exists():
         return False
+    funding = balances() if callable(balances) else balances
     try:
         with transaction.atomic():
             PaperAccount.objects.create(name=account)
-            for asset, amount in sorted(balances.items()):
+            for asset, amount in sorted(funding.items()):
                 if amount < 0:
                     raise ValueError(f"cannot seed a negative balance: {asset} {amount}")
                 PaperBalance.objects.create(account=account, asset=asset, free=amount)
@@ -49,10 +53,53 @@ def paper_balances(*, account: str) -> dict[str, PaperBalance]:
 def balances_lock(*, account: str, assets: Iterable[str]) -> dict[str, PaperBalance]:
     """Lock (select_for_update) the account's rows for `assets`, creating empty ones first."""
     wanted = sorted(set(assets))
+    locked = PaperBalance.objects.select_for_update().filter(account=account, asset__in=wanted).order_by("asset")
+    rows = {b.asset: b for b in locked}
+    if len(rows) == len(wanted):  # the usual case: one query
+        return rows
     for asset in wanted:
         PaperBalance.objects.get_or_create(account=account, asset=asset)
-    rows = PaperBalance.objects.select_for_update().filter(account=account, asset__in=wanted).order_by("asset")
-    return {b.asset: b for b in rows}
+    return {b.asset: b for b in locked.all()}
+
+
+class AccountBalances:
+    """One account's balance rows for one venue operation (a submit, a cancel, one order's
+    matching pass): locked together on first use (sorted by asset, the fixed lock order), changed
+    in memory, written together by `save()` — one query to lock, one per changed row to write,
+    however many holds, fills and releases the operation makes.
+
+    `funding`: how to fund the account when it has none of these rows yet (its first order):
+    `paper_account_seed` runs then, before the rows are created.
+    """
+
+    def __init__(self, *, account: str, assets: Iterable[str],
+                 funding: Callable[[], Mapping[str, Decimal]] | None = None) -> None:
+        self.account = account
+        wanted = sorted(set(assets))
+        rows = {b.asset: b for b in PaperBalance.objects.select_for_update()
+                .filter(account=account, asset__in=wanted).order_by("asset")}
+        if len(rows) < len(wanted):
+            if funding is not None:
+                paper_account_seed(account=account, balances=funding)
+            rows = balances_lock(account=account, assets=wanted)
+        self.rows = rows
+        self._written = {asset: (b.free, b.locked) for asset, b in rows.items()}
+
+    def __getitem__(self, asset: str) -> PaperBalance:
+        if asset not in self.rows:  # an asset outside the operation's market: lock it on its own
+            self.rows.update(balances_lock(account=self.account, assets=[asset]))
+            self._written[asset] = (self.rows[asset].free, self.rows[asset].locked)
+        return self.rows[asset]
+
+    def save(self) -> None:
+        changed = [b for asset, b in self.rows.items() if (b.free, b.locked) != self._written[asset]]
+        if not changed:
+            return
+        now = timezone.now()
+        for balance in changed:
+            balance.updated_at = now
+            self._written[balance.asset] = (balance.free, balance.locked)
+        PaperBalance.objects.bulk_update(changed, ["free", "locked", "updated_at"])  # one UPDATE for all
 
 
 def balance_hold(balance: PaperBalance, amount: Decimal) -> None:

@@ -68,6 +68,9 @@ class RiskLimitSerializer(serializers.ModelSerializer):
             value = attrs.get(field)
             if value is not None and value <= 0:
                 raise serializers.ValidationError({field: "must be positive (leave empty for no limit)"})
+        for field in ("max_open_orders", "max_orders_per_minute"):
+            if attrs.get(field) == 0:  # halting everything is the kill switch's job, not a typo's
+                raise serializers.ValidationError({field: "must be at least 1 (leave empty for no limit)"})
         if attrs.get("price_band") is not None and attrs["price_band"] > 1:
             raise serializers.ValidationError({"price_band": "is a fraction: 0.05 means 5%"})
         return attrs

@@ -48,6 +48,12 @@ from tinywindow.redis_client import BREAKER_STATUS_KEY, get_redis
 logger = logging.getLogger(__name__)
 
 BREAKER_KEY = "tinywindow:circuit_breaker:{name}"
+# An inline check of these kinds is queued and has not started (see breakers_check_soon).
+CHECK_QUEUED_KEY = "tinywindow:breakers:check_queued:{kinds}"
+CHECK_QUEUED_TTL_SECONDS = 30
+# When the last full check ran (epoch seconds): the engine's watchdog reads it to notice that
+# beat's periodic check stopped arriving.
+LAST_FULL_CHECK_KEY = "tinywindow:breakers:last_full_check"
 COUNT_BASED_KINDS = frozenset({BreakerKind.CONSECUTIVE_LOSSES})
 # Rejections caused by the safety system itself do not feed the reject-rate breaker:
 # otherwise an active kill switch would trip it.
@@ -281,24 +287,65 @@ def breakers_check(*, now: datetime | None = None, kinds: Iterable[str] | None =
                 state.save()
     if changes:
         transaction.on_commit(breakers_mirror)  # runs at once when not inside a transaction
+    if kinds is None:
+        try:
+            get_redis().set(LAST_FULL_CHECK_KEY, str(now.timestamp()), ex=86400)
+        except redis.RedisError:
+            pass  # the watchdog then checks from the engine too: harmless
     return changes
+
+
+def breakers_check_if_overdue(*, interval_seconds: int, now: datetime | None = None) -> bool:
+    """The engine's stand-in for beat: run the full check here when the last one is more than
+    three intervals old (beat stopped or its tasks are stuck in a queue). Without it, a stopped
+    beat would also stop the breakers watching it: no ticks means market data ages, and only a
+    check notices that (the stale-data breaker trips). True when it ran the check."""
+    now = now or timezone.now()
+    try:
+        last = get_redis().get(LAST_FULL_CHECK_KEY)
+    except redis.RedisError:
+        last = None
+    age = now.timestamp() - float(last) if last else None
+    if age is not None and age <= 3 * interval_seconds:
+        return False
+    logger.warning("circuit breakers: last periodic check %s: checking from the engine (is beat running?)",
+                   f"{age:.0f} s ago" if age is not None else "unknown")
+    breakers_check(now=now)
+    return True
 
 
 def breakers_check_soon(kinds: Iterable[str]) -> None:
     """Evaluate these breakers now on the safety queue (after a fill, an API error, a reject).
 
     Throttled to once a second per set of kinds: a burst of rejects is one check, not a
-    thousand. Never raises: the event that triggered it already happened.
+    thousand. And at most one such check waits in the queue: a check that has not started yet
+    measures after this event anyway, so a second one would only queue up in front of the kill
+    switch's own tasks on `safety` (100 fills of a busy minute were 25 queued checks before an
+    activation's enforcement). `breakers_check_started` clears the mark when the check starts;
+    a lost message's mark expires, and the periodic check runs meanwhile.
+    Never raises: the event that triggered it already happened.
     """
     kinds = sorted(kinds)
+    key = ",".join(kinds)
     try:
-        if not get_redis().set(f"tinywindow:breakers:check_soon:{','.join(kinds)}", "1", nx=True, px=1000):
+        redis_client = get_redis()
+        if not redis_client.set(f"tinywindow:breakers:check_soon:{key}", "1", nx=True, px=1000):
             return
+        if not redis_client.set(CHECK_QUEUED_KEY.format(kinds=key), "1", nx=True, ex=CHECK_QUEUED_TTL_SECONDS):
+            return  # one is already waiting
         from safety.tasks import check_breakers
 
         check_breakers.delay(kinds=kinds)
     except Exception as exc:  # Redis or broker down: the periodic check still runs
         logger.warning("inline breaker check not queued: %s", exc)
+
+
+def breakers_check_started(kinds: Iterable[str]) -> None:
+    """An inline check of these kinds has started: the next event may queue another."""
+    try:
+        get_redis().delete(CHECK_QUEUED_KEY.format(kinds=",".join(sorted(kinds))))
+    except redis.RedisError as exc:
+        logger.debug("inline breaker check mark not cleared (it expires): %s", exc)
 
 
 def breaker_reset(*, reason: str, actor: str, source: str = "", name: str | None = None,
@@ -313,7 +360,9 @@ def breaker_reset(*, reason: str, actor: str, source: str = "", name: str | None
         if name:
             config_name, _, target = name.partition(":")
             states = states.filter(config__name=config_name, **({"target": target} if target else {}))
-            if not states.exists() and not CircuitBreakerConfig.objects.filter(name=config_name).exists():
+            # An unknown breaker, or a target (symbol, exchange, agent) it never watched, is a typo:
+            # refuse it rather than record a reset of nothing.
+            if not states.exists() and (target or not CircuitBreakerConfig.objects.filter(name=config_name).exists()):
                 raise ValidationError(f"no circuit breaker named {name!r}", field="name")
         reset = []
         for state in states:

@@ -19,37 +19,43 @@ class EnforcementResult:
 
 def kill_switch_enforce_now() -> EnforcementResult:
     # Trading imports safety (the gate), so safety reaches trading lazily.
-    from trading.models import OrderOrigin, Position
-    from trading.services.orders import order_create, orders_cancel_open
+    from trading.models import Position
+    from trading.services.orders import orders_cancel_open, orders_flatten_create
 
     view = kill_switch_read_db()
     if not view.active:
         return EnforcementResult(0, 0)
     cancelled = orders_cancel_open(reason=f"kill switch {view.mode}: {view.reason}")
-    flatten_ids: list[int] = []
+    flattening: list = []
     if view.mode == KillSwitchMode.CLOSE_POSITIONS:
-        for position in Position.objects.exclude(quantity=0).select_related("agent").order_by("pk"):
-            order = order_create(
-                agent=position.agent, symbol=position.symbol, side="sell" if position.quantity > 0 else "buy",
-                quantity=abs(position.quantity), reduce_only=True, origin=OrderOrigin.KILL_SWITCH,
-                decision_reason=f"kill switch CLOSE_POSITIONS: {view.reason}", enqueue=False,
-            )
-            if order.status == "pending":
-                flatten_ids.append(order.pk)
-        _dispatch_batches(flatten_ids)
-    logger.warning("kill switch enforced: %s orders cancelled, %s flattening orders", cancelled, len(flatten_ids))
-    return EnforcementResult(cancelled, len(flatten_ids))
+        positions = list(Position.objects.exclude(quantity=0).select_related("agent").order_by("pk"))
+        orders = orders_flatten_create(positions=positions, reason=f"kill switch CLOSE_POSITIONS: {view.reason}",
+                                       kill_switch=view)
+        flattening = [order for order in orders if order.status == "pending"]
+        _dispatch_batches(flattening)
+    logger.warning("kill switch enforced: %s orders cancelled, %s flattening orders", cancelled, len(flattening))
+    return EnforcementResult(cancelled, len(flattening))
 
 
-def _dispatch_batches(order_ids: list[int]) -> None:
+def _dispatch_batches(orders: list) -> None:
     """Split the flattening orders over the execution workers: one task per slice, each slice
-    sent under one hold of the trading gate (`orders_execute_batch`)."""
+    sent under one hold of the trading gate (`orders_execute_batch`). An agent's orders stay in
+    one slice: they share its venue account's balance rows, which a batch holds locked until it
+    commits, so slices with disjoint agents run side by side instead of waiting on each other.
+
+    The slices go on the `safety` queue (DESIGN.md: kill-switch actions, flattening included,
+    are never starved), not behind whatever backlog of single orders `execution` holds."""
     from django.conf import settings
 
     from trading.tasks import execute_orders
 
-    slices = max(1, min(len(order_ids), settings.KILL_SWITCH_FLATTEN_PARALLELISM))
-    for index in range(slices):
-        chunk = order_ids[index::slices]
+    by_agent: dict[int, list[int]] = {}
+    for order in orders:
+        by_agent.setdefault(order.agent_id, []).append(order.pk)
+    slices = max(1, min(len(by_agent), settings.KILL_SWITCH_FLATTEN_PARALLELISM))
+    chunks: list[list[int]] = [[] for _ in range(slices)]
+    for agent_ids in sorted(by_agent.values(), key=len, reverse=True):  # largest first: even slices
+        min(chunks, key=len).extend(agent_ids)
+    for chunk in chunks:
         if chunk:
-            execute_orders.delay(chunk)
+            execute_orders.apply_async(args=[sorted(chunk)], queue="safety")

@@ -5,7 +5,8 @@ Two checks, same rules (kill switch, then circuit breakers):
   the pre-trade risk limits (`safety.services.risk`) run right after it;
 - `venue_send_permit()` right before the venue call (authoritative: the database, read while
   holding the trading-gate lock shared, so a kill-switch activation cannot slip in between
-  the check and the send — see `safety.services.kill_switch`).
+  the check and the send — see `safety.services.kill_switch`). A send to a venue that lives in
+  this database (the paper venue) holds it for its transaction instead (`trading_gate_in_transaction`).
 Cancels never pass through here: they always go.
 """
 
@@ -17,10 +18,11 @@ from contextlib import contextmanager
 from typing import Protocol
 
 from django.db import connection
+from django.db.models import Exists
 
-from safety.models import KillSwitchMode
+from safety.models import BreakerStatus, CircuitBreakerState, KillSwitchMode, KillSwitchState
 from safety.services.breakers import breaker_refusal, breaker_refusal_fast, breakers_not_closed
-from safety.services.kill_switch import TRADING_GATE_LOCK_KEY, KillSwitchView, kill_switch_read_db, kill_switch_state
+from safety.services.kill_switch import TRADING_GATE_LOCK_KEY, KillSwitchView, kill_switch_state
 from tinywindow.exceptions import TradingHalted
 
 logger = logging.getLogger(__name__)
@@ -43,20 +45,36 @@ def kill_switch_refusal(order: OrderLike, view: KillSwitchView) -> str | None:
     return f"kill switch active ({view.mode}): {view.reason}"
 
 
-def pretrade_refusal(order: OrderLike) -> str | None:
+def pretrade_refusal(order: OrderLike, *, kill_switch: KillSwitchView | None = None) -> str | None:
     """Checked when an order is created. Raises SafetyStateUnknown when state cannot be read.
 
+    `kill_switch`: the state the caller has just read for a whole batch of orders (the kill
+    switch's own flattening orders), instead of one read per order.
     An order let through a HALF_OPEN breaker uses one of its probe slots here.
     """
-    return kill_switch_refusal(order, kill_switch_state()) or breaker_refusal_fast(order)
+    view = kill_switch if kill_switch is not None else kill_switch_state()
+    return kill_switch_refusal(order, view) or breaker_refusal_fast(order)
+
+
+def _safety_state_read() -> tuple[KillSwitchView, list[CircuitBreakerState]]:
+    """The kill switch and the OPEN / HALF_OPEN breakers, authoritative (the database), in one
+    query when every breaker is closed (the usual case): the kill-switch row carries an EXISTS
+    over the breaker states, and only when it is true are the breakers themselves loaded."""
+    not_closed = CircuitBreakerState.objects.filter(state__in=[BreakerStatus.OPEN, BreakerStatus.HALF_OPEN])
+    state = (KillSwitchState.objects.filter(pk=KillSwitchState.SINGLETON_ID)
+             .annotate(breakers_not_closed=Exists(not_closed)).first())
+    if state is None:  # never engaged: no row yet
+        return KillSwitchView(active=False, mode="", reason=""), breakers_not_closed()
+    view = KillSwitchView(active=state.active, mode=state.mode, reason=state.reason, actor=state.actor,
+                          changed_at=state.changed_at)
+    return view, (breakers_not_closed() if state.breakers_not_closed else [])
 
 
 class TradingGate:
     """The safety state read once under the trading-gate lock, for one or many sends."""
 
     def __init__(self) -> None:
-        self.kill_switch = kill_switch_read_db()
-        self.not_closed = breakers_not_closed()
+        self.kill_switch, self.not_closed = _safety_state_read()
 
     def refusal(self, order: OrderLike) -> str | None:
         return kill_switch_refusal(order, self.kill_switch) or breaker_refusal(order, not_closed=self.not_closed)
@@ -72,13 +90,47 @@ def trading_gate() -> Iterator[TradingGate]:
     orders) reads the state once instead of once per order; a kill-switch activation waits
     for the batch, and every send after it sees the new state.
     """
+    global _session_gates_held
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_lock_shared(%s)", [TRADING_GATE_LOCK_KEY])
+    _session_gates_held += 1
     try:
         yield TradingGate()
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock_shared(%s)", [TRADING_GATE_LOCK_KEY])
+        _session_gates_held -= 1
+
+
+# How many session-level holds of the gate this process has taken and not released. Workers
+# keep their database connection from task to task, so a hold that leaked (its unlock never ran)
+# would outlive its task and make every activation wait: the worker closes its connection after
+# a task that leaves this above zero (tinywindow.celery_signals), which makes PostgreSQL drop it.
+_session_gates_held = 0
+
+
+def trading_gate_leaked() -> bool:
+    return _session_gates_held > 0
+
+
+def trading_gate_forget() -> None:
+    """The connection that held the leaked gate is closed: nothing is held any more."""
+    global _session_gates_held
+    _session_gates_held = 0
+
+
+def trading_gate_in_transaction() -> TradingGate:
+    """The trading gate for a caller whose send happens inside its current transaction (a venue
+    in this database, the paper venue): taken shared until that transaction ends — after the
+    venue has answered — so an activation waits for it, and no unlock round trip is needed.
+    Called inside `transaction.atomic()`; check each order with `gate.refusal(order)`."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("trading_gate_in_transaction() needs an open transaction")
+    with connection.cursor() as cursor:
+        # A statement of its own: the state is read by the next statement, whose snapshot is
+        # taken after the lock was granted (after an activation that held it has committed).
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [TRADING_GATE_LOCK_KEY])
+    return TradingGate()
 
 
 @contextmanager

@@ -148,7 +148,9 @@ def kill_switch_engage(*, mode: str, reason: str, actor: str, source: str,
 def kill_switch_disengage(*, actor: str, source: str, reason: str = "", now: datetime | None = None) -> KillSwitchView:
     """Deactivate. Never resets circuit breakers (DESIGN.md)."""
     now = now or timezone.now()
-    reason = (reason or "").strip()[:MAX_REASON_LENGTH]
+    reason = (reason or "").strip()
+    if len(reason) > MAX_REASON_LENGTH:
+        raise ValidationError(f"reason is longer than {MAX_REASON_LENGTH} characters", field="reason")
     with transaction.atomic():
         state = _state_row_for_update()
         if not state.active:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from safety.models import RiskLimit
 from tinywindow.fields import ZERO
@@ -125,13 +125,15 @@ def risk_check_order(order, *, market, last_price: Decimal, now: datetime) -> Ri
         gross += abs(position.quantity) * mark
         if position.symbol == order.symbol:
             held = position.quantity
-    agent_orders = Order.objects.filter(agent_id=order.agent_id)
+    # Both order counts in one query (a round trip fewer on every order).
+    open_q, recent_q = Q(status__in=OPEN_STATUSES), Q(created_at__gte=now - timedelta(seconds=60))
+    counts = Order.objects.filter(open_q | recent_q, agent_id=order.agent_id).aggregate(
+        open=Count("pk", filter=open_q), recent=Count("pk", filter=recent_q))
     facts = OrderFacts(
         side=order.side, quantity=order.quantity, price=price, last_price=last_price,
         is_limit=order.order_type == "limit", reduces_only=order.reduce_only,
         position_quantity=held, gross_exposure=gross,
-        open_orders=agent_orders.filter(status__in=OPEN_STATUSES).count(),
-        orders_last_minute=agent_orders.filter(created_at__gte=now - timedelta(seconds=60)).count(),
+        open_orders=counts["open"], orders_last_minute=counts["recent"],
     )
     return limits_check(facts, limits)
 

@@ -62,6 +62,31 @@ def test_up_when_redis_unreachable_then_clear_error_and_exit_1(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_up_when_database_missing_on_reachable_server_then_creates_it(tmp_path):
+    """A fresh PostgreSQL has no `tinywindow` database: `up` creates it (then stops here on the dead Redis)."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    server = urlsplit(os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1))
+    name = f"tw_created_{uuid.uuid4().hex[:8]}"
+    admin_url = urlunsplit(server._replace(path="/postgres"))
+    missing_url = urlunsplit(server._replace(path=f"/{name}"))
+    result = manage("up", "--web-port", str(find_free_port()), "--engine-port", str(find_free_port()),
+                    "--flower-port", str(find_free_port()),
+                    env=_env(TINYWINDOW_VAR_DIR=str(tmp_path), DATABASE_URL=missing_url,
+                             REDIS_URL=f"redis://127.0.0.1:{find_free_port()}/0"))
+    try:
+        assert f"created database '{name}'" in result.stdout
+        assert "cannot reach REDIS_URL" in result.stderr  # it went on to the next check
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
 def test_shellenv_when_run_then_prints_path_with_bundled_tools():
     result = manage("shellenv")
     assert result.returncode == 0

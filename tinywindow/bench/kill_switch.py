@@ -53,8 +53,10 @@ def bench_halt(ctx: BenchContext, n_orders: int) -> BenchRow:
         # 4% below the market: rests, and stays inside the default 5% price band (fat-finger guard)
         price = (prices[symbol] * Decimal("0.96")).quantize(Decimal("0.01"))
         quantity = (Decimal("20") / price).quantize(Decimal("0.001")) + Decimal("0.001")
+        # enqueue=False: executed here, so no execute_order message is left queued for the engine to
+        # drain (1,000 stale deliveries) while the measurement runs.
         order = order_create(agent=agent, symbol=symbol, side="buy", quantity=quantity, order_type="limit",
-                             price=price)
+                             price=price, enqueue=False)
         order_execute(order_id=order.pk)
     resting = Order.objects.filter(status="submitted").count()
     if resting != n_orders:
@@ -91,7 +93,8 @@ def bench_close_positions(ctx: BenchContext, n_positions: int) -> BenchRow:
     for i in range(n_positions):
         agent, symbol = agents[i // len(SYMBOLS)], SYMBOLS[i % len(SYMBOLS)]
         quantity = (Decimal("20") / prices[symbol]).quantize(Decimal("0.001")) + Decimal("0.001")
-        order_execute(order_id=order_create(agent=agent, symbol=symbol, side="buy", quantity=quantity).pk)
+        order_execute(order_id=order_create(agent=agent, symbol=symbol, side="buy", quantity=quantity,
+                                            enqueue=False).pk)
     opened = Position.objects.exclude(quantity=0).count()
     engine = Worker("safety,execution", name="bench-engine", concurrency=2, log_dir=ctx.log_dir)
     try:

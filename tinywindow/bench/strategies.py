@@ -28,3 +28,17 @@ class Alternate(Strategy):
             return Decision(Decimal(0), f"bench: holding {position_qty}, go flat")
         exposure = Decimal(self.values["exposure"])
         return Decision(exposure, f"bench: flat, go long {exposure}")
+
+
+class Idle(Strategy):
+    """Never wants anything: the agent-scale baseline (a tick's cost without the strategy's own work)."""
+
+    name: ClassVar[str] = "bench_idle"
+    param_specs: ClassVar[Mapping[str, Param]] = MappingProxyType({})
+
+    @property
+    def warmup(self) -> int:
+        return 1
+
+    def decide(self, candles: Sequence[Candle], position_qty: Decimal) -> Decision:
+        return Decision(None, "bench: idle")

@@ -41,13 +41,15 @@ class AgentPerformanceSerializer(serializers.ModelSerializer):
     class Meta:
         model = AgentPerformance
         fields = ["agent", "agent_name", "window_start", "window_end", "trades", "win_rate", "sharpe_ratio",
-                  "total_pnl", "updated_at"]
+                  "sortino_ratio", "max_drawdown", "profit_factor", "total_pnl", "exposure_time", "equity_points",
+                  "updated_at"]
 
 
 class AgentPerformanceBriefSerializer(serializers.ModelSerializer):
     class Meta:
         model = AgentPerformance
-        fields = ["window_start", "window_end", "trades", "win_rate", "sharpe_ratio", "total_pnl", "updated_at"]
+        fields = ["window_start", "window_end", "trades", "win_rate", "sharpe_ratio", "sortino_ratio", "max_drawdown",
+                  "profit_factor", "total_pnl", "exposure_time", "updated_at"]
 
 
 class AgentScheduleSerializer(serializers.Serializer):
@@ -108,12 +110,28 @@ class PositionSerializer(serializers.ModelSerializer):
 
 class PortfolioSnapshotSerializer(serializers.ModelSerializer):
     positions = serializers.ListField(child=serializers.DictField(), read_only=True,
-                                      help_text="Open positions at the snapshot, marked to the last price.")
+                                      help_text="Open positions at the snapshot (per agent and symbol), marked to "
+                                                "the last price.")
+    agents = serializers.ListField(child=serializers.DictField(), read_only=True,
+                                   help_text="Per agent: capital, equity, cash, realized and unrealized PnL, gross "
+                                             "and net exposure, open positions and orders.")
 
     class Meta:
         model = PortfolioSnapshot
         fields = ["id", "created_at", "equity", "cash", "gross_exposure", "net_exposure", "realized_pnl",
-                  "unrealized_pnl", "peak_equity", "drawdown", "open_orders", "positions"]
+                  "unrealized_pnl", "peak_equity", "drawdown", "open_orders", "positions", "agents"]
+        read_only_fields = fields
+
+
+class PortfolioSnapshotSummarySerializer(serializers.ModelSerializer):
+    """The snapshot's totals only: /api/status is polled by dashboards and scripts, and the
+    per-agent and per-position lists grow with the book (hundreds of KB at 1,000 agents, issue
+    10's API bench); they are at /api/portfolio-snapshots/."""
+
+    class Meta:
+        model = PortfolioSnapshot
+        fields = ["id", "created_at", "equity", "cash", "gross_exposure", "net_exposure", "realized_pnl",
+                  "unrealized_pnl", "peak_equity", "drawdown", "open_orders"]
         read_only_fields = fields
 
 
@@ -135,8 +153,9 @@ class SystemStatusSerializer(serializers.Serializer):
     kill_switch = KillSwitchStateSerializer()
     circuit_breakers = BreakerSummarySerializer()
     agents = AgentCountsSerializer()
-    latest_snapshot = PortfolioSnapshotSerializer(allow_null=True, help_text="The latest portfolio snapshot "
-                                                  "(equity, PnL, drawdown), or null before the first one.")
+    latest_snapshot = PortfolioSnapshotSummarySerializer(
+        allow_null=True, help_text="The latest portfolio snapshot's totals (equity, PnL, drawdown), or null before "
+        "the first one; its positions and per-agent books are at /api/portfolio-snapshots/.")
     open_orders = serializers.IntegerField()
     at = serializers.DateTimeField()
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
 
 from django.conf import settings
 
@@ -42,3 +45,13 @@ def feed_for(name: str) -> Feed:
 
         return CcxtFeed(exchange)
     raise ValidationError(f"unknown feed {name!r}; known: {', '.join(FEED_NAMES)}", field="feed")
+
+
+def feed_last_prices(feed: Feed, symbols: Iterable[str], at: datetime) -> dict[str, Decimal]:
+    """{symbol: last price} from `feed`, in bulk where the feed can (`last_prices`: the replay and
+    ccxt feeds answer any number of symbols in a constant number of queries); otherwise one
+    `last_price` call per symbol (the synthetic feed computes them without I/O)."""
+    bulk = getattr(feed, "last_prices", None)
+    if bulk is not None:
+        return bulk(symbols, at)
+    return {symbol: feed.last_price(symbol, at) for symbol in set(symbols)}

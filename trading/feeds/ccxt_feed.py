@@ -14,6 +14,7 @@ says why, and the stale-data breaker sees it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -21,7 +22,7 @@ from django.utils import timezone
 
 from tinywindow.exceptions import ExchangeError, MarketDataUnavailable
 from trading.feeds.base import Candle, floor_time, require_aware, timeframe_seconds
-from trading.selectors import candles_window
+from trading.selectors import candles_last_closes, candles_window
 from trading.services.market_data import candles_sync, market_identity
 
 __all__ = ["LAST_PRICE_TIMEFRAME", "CcxtFeed"]
@@ -62,3 +63,19 @@ class CcxtFeed:
         if not window:
             raise MarketDataUnavailable(f"{self.name}: no {symbol} price at {require_aware(at, 'at').isoformat()}")
         return window[-1].close
+
+    def last_prices(self, symbols: Iterable[str], at: datetime) -> dict[str, Decimal]:
+        """`last_price` of several symbols: one cache query for all; only a symbol whose newest
+        closed 1m candle is not cached yet goes to the venue (through `last_price`). The snapshot
+        marks every position with this, so a warm cache costs one query, not one per symbol."""
+        at = min(require_aware(at, "at"), timezone.now())
+        keys = {symbol: market_identity(exchange=self.exchange, symbol=symbol, timeframe=LAST_PRICE_TIMEFRAME)[:2]
+                for symbol in set(symbols)}
+        cached = candles_last_closes(pairs=keys.values(), timeframes=[LAST_PRICE_TIMEFRAME], at=at)
+        step = timedelta(seconds=timeframe_seconds(LAST_PRICE_TIMEFRAME))
+        newest_closed = floor_time(at, LAST_PRICE_TIMEFRAME) - step
+        prices = {}
+        for symbol, key in keys.items():
+            found = cached.get(key)
+            prices[symbol] = found.close if found and found.ts >= newest_closed else self.last_price(symbol, at)
+        return prices

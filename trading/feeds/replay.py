@@ -10,12 +10,13 @@ to guess when several did.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 
 from tinywindow.exceptions import MarketDataUnavailable, ValidationError
-from trading.feeds.base import Candle, require_aware, timeframe_seconds
-from trading.selectors import candle_exchanges, candle_timeframes, candles_window
+from trading.feeds.base import TIMEFRAME_SECONDS, Candle, require_aware, timeframe_seconds
+from trading.selectors import candle_exchanges, candle_exchanges_by_symbol, candles_last_closes, candles_window
 
 __all__ = ["ReplayFeed"]
 
@@ -51,14 +52,33 @@ class ReplayFeed:
         return candles_window(exchange=exchange, symbol=symbol, timeframe=timeframe, end=end, limit=limit)
 
     def last_price(self, symbol: str, at: datetime) -> Decimal:
-        """Close of the newest candle closed at or before `at`, in the finest timeframe stored."""
+        """Close of the newest candle closed at or before `at`, in the finest timeframe that has one."""
+        return self.last_prices([symbol], at)[symbol]
+
+    def last_prices(self, symbols: Iterable[str], at: datetime) -> dict[str, Decimal]:
+        """`last_price` of several symbols in two queries at most, whatever their number (the
+        portfolio snapshot marks every position with this)."""
         at = require_aware(at, "at")
-        exchange = self._exchange_for(symbol, None)
-        timeframes = candle_timeframes(exchange=exchange, symbol=symbol) if exchange else []
-        if not timeframes:
-            raise MarketDataUnavailable(f"{self.name}: no candles stored for {symbol}")
-        finest = timeframes[0]
-        window = candles_window(exchange=exchange, symbol=symbol, timeframe=finest, end=at, limit=1)
-        if not window:
-            raise MarketDataUnavailable(f"{self.name}: no {symbol} {finest} candle closed by {at.isoformat()}")
-        return window[-1].close
+        symbols = sorted(set(symbols))
+        if self.exchange:
+            pairs = [(self.exchange, symbol) for symbol in symbols]
+        else:
+            stored = candle_exchanges_by_symbol(symbols=symbols)
+            pairs = []
+            for symbol in symbols:
+                exchanges = stored.get(symbol, [])
+                if len(exchanges) > 1:
+                    raise ValidationError(
+                        f"replay: {symbol} is stored for several exchanges ({', '.join(exchanges)}); "
+                        f"use feed 'replay:<exchange>'", field="feed")
+                if not exchanges:
+                    raise MarketDataUnavailable(f"{self.name}: no candles stored for {symbol}")
+                pairs.append((exchanges[0], symbol))
+        closes = candles_last_closes(pairs=pairs, timeframes=TIMEFRAME_SECONDS, at=at)
+        prices = {}
+        for exchange, symbol in pairs:
+            found = closes.get((exchange, symbol))
+            if found is None:
+                raise MarketDataUnavailable(f"{self.name}: no {symbol} candle closed by {at.isoformat()}")
+            prices[symbol] = found.close
+        return prices

@@ -10,7 +10,9 @@
 - ccxt's rate limiter is on; `rateLimit` from EXCHANGE_RATE_LIMIT_MS, timeout from EXCHANGE_TIMEOUT_MS.
 - Every call is timed into `tinywindow_api_latency_seconds{exchange,endpoint,outcome}`; errors
   count in `tinywindow_api_errors_total{exchange,endpoint,kind}` and in the API error-rate
-  breaker's counters.
+  breaker's counters, and each one asks for that breaker to be checked at once (throttled).
+- A rate-limit answer's Retry-After travels on the TemporaryExchangeError (`retry_after`): the
+  `execute_order` task never retries sooner.
 - Credentials come from the environment or Vault only, never from the database; they are
   never logged and never in the repr/str of the gateway.
 - EXCHANGE_API_URL points the exchange's API at another base URL: the local exchange
@@ -35,6 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 import ccxt
 from django.conf import settings
 
+from safety.services.breakers import breakers_check_soon
 from safety.services.stats import api_call_record
 from tinywindow import metrics
 from tinywindow.exceptions import (
@@ -46,6 +49,7 @@ from tinywindow.exceptions import (
     PermanentExchangeError,
     TemporaryExchangeError,
 )
+from tinywindow.logs import register_secret
 from trading.gateways.base import Market, OrderRequest, VenueFill, VenueOrderReport, VenueTrade
 
 logger = logging.getLogger(__name__)
@@ -148,6 +152,8 @@ def _credentials_from_vault() -> ExchangeCredentials:
     if not key or not secret:
         raise ConfigurationError(f"Vault secret {path} has no api_key/api_secret fields")
     credentials = _vault_cache[cache_key] = ExchangeCredentials(str(key), str(secret), "vault")
+    register_secret(credentials.api_key)  # masked in every log line of this process
+    register_secret(credentials.secret)
     return credentials
 
 
@@ -241,10 +247,23 @@ class CcxtGateway:
             # A refused order is the venue working as it should: only trouble talking to it
             # (network, rate limit, outage, credentials) feeds the API error-rate breaker.
             api_healthy = isinstance(mapped, InvalidOrder | InsufficientFunds)
+            if kind == "rate_limit":
+                mapped.retry_after = self._retry_after()
             raise mapped from exc
         finally:
             metrics.API_LATENCY.labels(self.exchange, endpoint, outcome).observe(time.perf_counter() - started)
             api_call_record(exchange=self.exchange, ok=api_healthy)
+            if not api_healthy:
+                breakers_check_soon(["api_error_rate"])  # not only at the next periodic check
+
+    def _retry_after(self) -> float | None:
+        """The Retry-After (seconds) of the answer that just failed, when the venue sent one."""
+        headers = self._client.last_response_headers or {}
+        try:
+            value = float(headers.get("Retry-After") or headers.get("retry-after") or "")
+        except (TypeError, ValueError):
+            return None  # absent, or an HTTP date: the task's own backoff applies
+        return value if value >= 0 else None
 
     def _markets(self) -> dict[str, dict]:
         if self._client.markets:  # loaded once per gateway; ccxt keeps them
@@ -401,6 +420,11 @@ class CcxtGateway:
 # --- construction ----------------------------------------------------------------------------------
 _gateways: dict[tuple, CcxtGateway] = {}
 _gateways_lock = threading.Lock()
+
+
+def ccxt_exchange_known(exchange: str) -> bool:
+    """True for a ccxt exchange id (`binance`, `kraken`, ...)."""
+    return exchange in ccxt.exchanges
 
 
 def ccxt_gateway_for(exchange: str) -> CcxtGateway:

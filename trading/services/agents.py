@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
@@ -30,15 +32,18 @@ from tinywindow.exceptions import (
     ValidationError,
 )
 from trading.feeds import feed_for
-from trading.feeds.base import timeframe_seconds
+from trading.feeds.base import Feed, timeframe_seconds
 from trading.feeds.health import feed_health
 from trading.gateways import gateway_for
+from trading.gateways.ccxt import ccxt_exchange_known
 from trading.models import Agent, AgentStatus, Order, OrderOrigin, Position, TradingMode
 from trading.order_states import OPEN_STATUSES
-from trading.services.orders import order_create
+from trading.services.orders import decision_client_order_id, order_create
+from trading.sizing import order_for_target
 from trading.strategies.base import load_strategy
 
 logger = logging.getLogger(__name__)
+AGENT_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]*")
 
 TICK_TASK = "trading.tasks.tick_agent"
 
@@ -60,6 +65,13 @@ class TickResult:
     unhealthy: list[str] = field(default_factory=list)  # symbols skipped for stale/gapped/missing data
 
 
+def ticks_in_batches(tick_seconds: int) -> bool:
+    """True when agents with this interval are ticked in batches (trading/services/ticks.py)
+    rather than by a beat entry and a task of their own."""
+    threshold = settings.AGENT_TICK_BATCH_MIN_SECONDS
+    return bool(threshold) and tick_seconds >= threshold
+
+
 def periodic_task_name(agent_id: int) -> str:
     return f"tick-agent-{agent_id}"
 
@@ -79,14 +91,33 @@ def agent_schedule_sync(*, agent: Agent) -> PeriodicTask:
         "kwargs": json.dumps({"agent_id": agent.pk}),
         "queue": "strategy",
         "expire_seconds": agent.tick_seconds,
-        "enabled": agent.status == AgentStatus.ACTIVE,
-        "description": f"Tick agent {agent.name} ({agent.strategy})",
+        # A batch-ticked agent keeps its entry (the admin links it) but disabled: the
+        # dispatch-agent-ticks entry ticks it (trading/services/ticks.py).
+        "enabled": agent.status == AgentStatus.ACTIVE and not ticks_in_batches(agent.tick_seconds),
+        "description": f"Tick agent {agent.name} ({agent.strategy})"
+        + (" - ticked in batches by dispatch-agent-ticks" if ticks_in_batches(agent.tick_seconds) else ""),
     }
     task, _ = PeriodicTask.objects.update_or_create(name=periodic_task_name(agent.pk), defaults=defaults)
     if agent.periodic_task_id != task.pk:
         agent.periodic_task = task
         agent.save(update_fields=["periodic_task", "updated_at"])
     return task
+
+
+def agent_schedules_resync() -> int:
+    """Bring every active agent's beat entry in line with AGENT_TICK_BATCH_MIN_SECONDS (run by
+    bootstrap at each start): after that setting changes, an agent moving to batch ticks must
+    not keep its own entry enabled (two ticks per bar), and one moving back must get it enabled
+    again (no ticks at all). Only the agents whose entry disagrees are touched. Returns how many."""
+    threshold = settings.AGENT_TICK_BATCH_MIN_SECONDS
+    active = Agent.objects.filter(status=AgentStatus.ACTIVE).select_related("periodic_task")
+    batched = Q(tick_seconds__gte=threshold) if threshold else Q(pk__in=[])
+    wrong = active.filter((batched & Q(periodic_task__enabled=True)) | (~batched & ~Q(periodic_task__enabled=True)))
+    count = 0
+    for agent in wrong:
+        agent_schedule_sync(agent=agent)
+        count += 1
+    return count
 
 
 # --- validation ---------------------------------------------------------------------------------
@@ -119,6 +150,11 @@ def agent_validate(*, fields: dict[str, Any], instance: Agent | None = None) -> 
     name = str(values["name"] or "").strip()
     if not name or len(name) > 100:
         raise ValidationError("name must be 1 to 100 characters", field="name")
+    # A name is an identifier (the CLI's `agents pause NAME`, metric labels, log lines): no markup,
+    # quotes, slashes or control characters to trip up a shell, a page or a log parser.
+    if not AGENT_NAME_PATTERN.fullmatch(name):
+        raise ValidationError("name may hold letters, digits, spaces and . _ - only, starting with a letter or "
+                              "digit", field="name")
     clash = Agent.objects.filter(name=name)
     if instance is not None and instance.pk:
         clash = clash.exclude(pk=instance.pk)
@@ -161,6 +197,9 @@ def agent_validate(*, fields: dict[str, Any], instance: Agent | None = None) -> 
     except ExchangeError as exc:
         raise ValidationError(f"{values['exchange']}: {exc}", field="symbols") from exc
     feed_for(values["feed"])
+    kind, _, feed_exchange = str(values["feed"] or "").partition(":")
+    if kind == "ccxt" and not ccxt_exchange_known(feed_exchange):
+        raise ValidationError(f"unknown exchange {feed_exchange!r} in feed {values['feed']!r}", field="feed")
     return values
 
 
@@ -290,18 +329,33 @@ def agent_delete(*, agent: Agent, actor: str = "system", source: str = "") -> No
 # --- the tick -----------------------------------------------------------------------------------
 
 
-def agent_tick(*, agent_id: int, now: datetime | None = None) -> TickResult:
+def agent_tick(*, agent_id: int, now: datetime | None = None, tick_id: str | None = None,
+               book: TickBook | None = None) -> TickResult:
     """Run one decision for every symbol of the agent; create the orders it implies.
 
     Market data is judged first (`feed_health`): a symbol whose candles are stale, gapped or
     missing gets no decision and no order, and the recorded reason says why.
+
+    Duplicates and order (docs/reliability.md "Duplicate and out-of-order delivery"): with a
+    `tick_id` (the Celery task id), each order's client order id is derived from it, so the
+    same tick delivered twice makes at most one order per symbol. A tick whose `now` is older
+    than the agent's last tick is stale — a later tick already decided — and decides nothing.
+
+    `book` is where the tick reads the agent, its positions and open orders and records its
+    decision: the database, row by row (default), or a batch's preloaded rows
+    (trading.services.ticks.BatchTickBook) — the same decisions and orders either way.
     """
     now = now or timezone.now()
-    agent = Agent.objects.get(pk=agent_id)
+    book = book or TickBook()
+    agent = book.agent(agent_id)
     if agent.status != AgentStatus.ACTIVE:
         return TickResult(agent_id, [f"agent is {agent.status}"], [])
+    if agent.last_tick_at is not None and now < agent.last_tick_at:
+        logger.warning("agent %s: stale tick as of %s ignored (last tick %s)", agent.name, now.isoformat(),
+                       agent.last_tick_at.isoformat(), extra={"agent_id": agent.pk})
+        return TickResult(agent_id, [f"stale tick as of {now.isoformat()}: a later tick already decided"], [])
     strategy = load_strategy(agent.strategy, agent.params)
-    feed = feed_for(agent.feed)
+    feed = book.feed(agent.feed)
     gateway = gateway_for(agent.exchange)
     capital_per_symbol = agent.capital / len(agent.symbols)
     decisions: list[str] = []
@@ -316,8 +370,8 @@ def agent_tick(*, agent_id: int, now: datetime | None = None) -> TickResult:
             health = feed_health(candles, agent.timeframe, now)
             problem = "" if health.ok else health.describe()
         if candles:  # the stale-data breaker watches how fresh the newest candle is
-            market_data_seen(symbol=symbol,
-                             candle_close_ts=candles[-1].ts.timestamp() + timeframe_seconds(agent.timeframe))
+            book.market_data_seen(symbol=symbol,
+                                  candle_close_ts=candles[-1].ts.timestamp() + timeframe_seconds(agent.timeframe))
         if problem:
             # Deciding on old or holed data would trade on a market that is not there: skip, say why.
             unhealthy.append(symbol)
@@ -325,27 +379,62 @@ def agent_tick(*, agent_id: int, now: datetime | None = None) -> TickResult:
             logger.warning("agent %s %s: no decision, market data from %s %s", agent.name, symbol, feed.name,
                            problem, extra={"agent_id": agent.pk})
             continue
-        position = Position.objects.filter(agent=agent, symbol=symbol).first()
-        held = position.quantity if position else Decimal("0")
+        held = book.held(agent, symbol)
         decision = strategy.decide(candles, held)
         decisions.append(f"{symbol}: {decision.reason}")
         if decision.target_exposure is None:
             continue
-        if Order.objects.filter(agent=agent, symbol=symbol, status__in=OPEN_STATUSES).exists():
+        if book.order_open(agent, symbol):
             decisions.append(f"{symbol}: an order is still open; waiting for it")
             continue
         price = candles[-1].close
-        market = gateway.market(symbol)
-        target_quantity = capital_per_symbol * decision.target_exposure / price
-        delta = market.round_amount(abs(target_quantity - held))
-        if delta <= 0 or delta * price < market.min_notional:
+        intent = order_for_target(capital=capital_per_symbol, target_exposure=decision.target_exposure,
+                                  price=price, held=held, market=gateway.market(symbol))
+        if intent is None:
             continue
-        side = "buy" if target_quantity > held else "sell"
-        order = order_create(
-            agent=agent, symbol=symbol, side=side, quantity=delta, origin=OrderOrigin.STRATEGY,
-            decision_reason=decision.reason, reference_price=price, gateway=gateway,
-            reduce_only=side == "sell" and target_quantity >= 0,
-        )
+        client_order_id = (decision_client_order_id(agent_id=agent.pk, symbol=symbol, tick_id=tick_id)
+                           if tick_id else None)
+        if client_order_id and Order.objects.filter(client_order_id=client_order_id).exists():
+            decisions.append(f"{symbol}: this tick already placed its order (a repeated delivery)")
+            continue
+        try:
+            order = order_create(
+                agent=agent, symbol=symbol, side=intent.side, quantity=intent.quantity, origin=OrderOrigin.STRATEGY,
+                decision_reason=decision.reason, reference_price=price, gateway=gateway,
+                reduce_only=intent.reduce_only, client_order_id=client_order_id,
+            )
+        except IntegrityError:
+            if not client_order_id:
+                raise
+            # The same tick, delivered twice at once, got here first in another worker.
+            decisions.append(f"{symbol}: this tick already placed its order (a repeated delivery)")
+            continue
         order_ids.append(order.pk)
-    Agent.objects.filter(pk=agent.pk).update(last_tick_at=now, last_decision="\n".join(decisions)[:4000])
+    book.record(agent=agent, now=now, decision="\n".join(decisions)[:4000])
     return TickResult(agent_id, decisions, order_ids, unhealthy)
+
+
+class TickBook:
+    """Where a tick reads and records, row by row in the database (a single tick).
+    trading.services.ticks.BatchTickBook answers the same questions from a batch's preloaded rows."""
+
+    def agent(self, agent_id: int) -> Agent:
+        return Agent.objects.get(pk=agent_id)
+
+    def feed(self, name: str) -> Feed:
+        return feed_for(name)
+
+    def market_data_seen(self, *, symbol: str, candle_close_ts: float) -> None:
+        market_data_seen(symbol=symbol, candle_close_ts=candle_close_ts)
+
+    def held(self, agent: Agent, symbol: str) -> Decimal:
+        position = Position.objects.filter(agent=agent, symbol=symbol).first()
+        return position.quantity if position else Decimal("0")
+
+    def order_open(self, agent: Agent, symbol: str) -> bool:
+        return Order.objects.filter(agent=agent, symbol=symbol, status__in=OPEN_STATUSES).exists()
+
+    def record(self, *, agent: Agent, now: datetime, decision: str) -> None:
+        # Only forward: a tick that raced a later one must not set the clock back.
+        Agent.objects.filter(Q(last_tick_at__isnull=True) | Q(last_tick_at__lte=now), pk=agent.pk).update(
+            last_tick_at=now, last_decision=decision)

@@ -75,6 +75,8 @@ class Strategy(ABC):
     override `check_params` for rules that involve several parameters. Instances are cheap and
     hold no market state: everything `decide` needs arrives in its arguments, which keeps live
     ticks and backtests identical and makes a restarted worker behave like the one it replaced.
+    (A `target_at` override may memoise running sums over the series it is replaying; that
+    memo never changes an answer, only how fast it comes.)
     """
 
     name: ClassVar[str]
@@ -106,6 +108,18 @@ class Strategy(ABC):
     @abstractmethod
     def decide(self, candles: Sequence[Candle], position_qty: Decimal) -> Decision:
         """The target exposure given closed candles (oldest first) and the current position."""
+
+    def target_at(self, candles: Sequence[Candle], index: int, position_qty: Decimal) -> Decimal | None:
+        """What `decide` targets at bar `index` of a whole series, seeing what a live tick sees.
+
+        A live tick passes the last `warmup + 1` closed candles, so this passes the same window.
+        The backtester calls it for every bar in order; a subclass may override it with an
+        incremental computation (running sums, no reason string) as long as it returns exactly
+        `decide(...).target_exposure` — tests/unit/test_backtest.py checks that on every bar.
+        A bar that trades still goes through `decide` itself, for the order's reason.
+        """
+        start = max(0, index - self.warmup)
+        return self.decide(candles[start : index + 1], position_qty).target_exposure
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())

@@ -17,6 +17,12 @@ from decimal import Decimal, InvalidOperation
 from django.core.management.base import BaseCommand, CommandError
 
 from paper.exchange_server import LocalExchange, require_loopback
+from tinywindow.cli import port_number, positive_seconds
+
+
+def count_or_seconds(raw: str) -> float:
+    """0 (never match) or a positive number of seconds."""
+    return 0.0 if raw.strip() in ("0", "0.0") else positive_seconds(raw)
 
 
 def _funding(values: list[str]) -> dict[str, Decimal]:
@@ -24,9 +30,13 @@ def _funding(values: list[str]) -> dict[str, Decimal]:
     for item in values:
         asset, _, amount = item.partition("=")
         try:
-            funding[asset.strip().upper()] = Decimal(amount)
+            value = Decimal(amount)
         except InvalidOperation:
-            raise CommandError(f"--fund takes ASSET=AMOUNT, got {item!r}") from None
+            value = None
+        # A balance is a finite amount >= 0 of a named asset: NaN or -100 would poison every fill.
+        if value is None or not value.is_finite() or value < 0 or not asset.strip().isalnum():
+            raise CommandError(f"--fund takes ASSET=AMOUNT with an amount >= 0, got {item!r}", returncode=2)
+        funding[asset.strip().upper()] = value
     return funding
 
 
@@ -35,13 +45,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
-        parser.add_argument("--port", type=int, default=8765)
+        parser.add_argument("--port", type=port_number, default=8765)
         parser.add_argument("--api-key", default=os.environ.get("EXCHANGE_API_KEY", ""))
         parser.add_argument("--api-secret", default=os.environ.get("EXCHANGE_API_SECRET", ""))
         parser.add_argument("--account", default="local-exchange", help="paper account the key trades")
         parser.add_argument("--fund", action="append", default=[], metavar="ASSET=AMOUNT",
                             help="balance of a new account (repeatable; default USDT=100000)")
-        parser.add_argument("--match-seconds", type=float, default=1.0,
+        parser.add_argument("--match-seconds", type=count_or_seconds, default=1.0,
                             help="how often resting orders are matched (0: never)")
 
     def handle(self, *args, **options):

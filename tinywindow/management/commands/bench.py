@@ -32,6 +32,11 @@ SCENARIOS = {
     "kill_switch": "tinywindow.bench.kill_switch",
     "order_throughput": "tinywindow.bench.order_throughput",
     "tick_to_fill": "tinywindow.bench.tick_to_fill",
+    "api": "tinywindow.bench.api",
+    "runbook_queries": "tinywindow.bench.runbook_queries",
+    "risk_snapshot": "tinywindow.bench.risk_snapshot",
+    "agent_scale": "tinywindow.bench.agent_scale",
+    "backtest": "tinywindow.bench.backtest",
 }
 # The Redis database number the bench uses (and flushes) on the configured Redis server.
 DEFAULT_BENCH_REDIS_DB = 12
@@ -91,11 +96,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"bench database {name}: migrating ...")
                 self._run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], env)
                 self._run([sys.executable, "manage.py", "bootstrap"], env, quiet=True)
-                argv = [sys.executable, "manage.py", "bench", "--inner", "--output", opts["output"]]
-                argv += ["--quick"] if opts["quick"] else []
-                for only in opts["only"] or []:
-                    argv += ["--only", only]
-                self._run(argv, env)
+                self._run([sys.executable, "manage.py", *self.inner_args(opts)], env)
             finally:
                 with psycopg.connect(admin_url, autocommit=True) as conn:
                     conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -105,6 +106,14 @@ class Command(BaseCommand):
                 server.stop()
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    def inner_args(self, opts) -> list[str]:
+        """The command line run inside the throw-away database (`manage.py soak` reuses the rest)."""
+        argv = ["bench", "--inner", "--output", opts["output"]]
+        argv += ["--quick"] if opts["quick"] else []
+        for only in opts["only"] or []:
+            argv += ["--only", only]
+        return argv
 
     @staticmethod
     def _redis_db() -> int:

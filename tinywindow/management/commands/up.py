@@ -18,14 +18,17 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from psycopg import sql
 
 from tinywindow import embedded
+from tinywindow.cli import count, port_number, positive_seconds
 from tinywindow.runtime import BASE_DIR, clear_services, var_dir, write_services
 from tinywindow.supervisor import Role, Supervisor
 
@@ -40,12 +43,34 @@ def redact_url(url: str) -> str:
 
 
 def _check_database(url: str) -> None:
+    """Reach the configured database; create it when the server answers but it does not exist yet.
+
+    A fresh PostgreSQL has no `tinywindow` database; creating it (as `createdb` would) is what a
+    newcomer expects from `up`, and is harmless when it exists.
+    """
+    conninfo = url.replace("postgres://", "postgresql://", 1)
     try:
-        with psycopg.connect(url.replace("postgres://", "postgresql://", 1), connect_timeout=5) as conn:
+        with psycopg.connect(conninfo, connect_timeout=5) as conn:
             conn.execute("SELECT 1")
+        return
     except psycopg.OperationalError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CommandError(f"cannot reach DATABASE_URL {redact_url(url)}: {first_line}") from None
+        if "does not exist" not in str(exc):
+            _database_unreachable(url, exc)
+    name = urlsplit(conninfo).path.lstrip("/")
+    try:
+        with psycopg.connect(urlunsplit(urlsplit(conninfo)._replace(path="/postgres")), connect_timeout=5,
+                             autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.errors.DuplicateDatabase:
+        pass  # created concurrently: that is what we wanted
+    except psycopg.Error as exc:
+        _database_unreachable(url, exc)
+    print(f"created database {name!r}", flush=True)
+
+
+def _database_unreachable(url: str, exc: Exception) -> NoReturn:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    raise CommandError(f"cannot reach DATABASE_URL {redact_url(url)}: {first_line}") from None
 
 
 def _check_redis(url: str) -> None:
@@ -95,16 +120,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         env = os.environ.get
-        parser.add_argument("--web-port", type=int, default=int(env("WEB_PORT", "8000")))
-        parser.add_argument("--engine-port", type=int, default=int(env("ENGINE_PORT", "8080")))
-        parser.add_argument("--flower-port", type=int, default=int(env("FLOWER_PORT", "5555")))
+        parser.add_argument("--web-port", type=port_number, default=int(env("WEB_PORT", "8000")))
+        parser.add_argument("--engine-port", type=port_number, default=int(env("ENGINE_PORT", "8080")))
+        parser.add_argument("--flower-port", type=port_number, default=int(env("FLOWER_PORT", "5555")))
         parser.add_argument("--host", default=env("WEB_HOST", "127.0.0.1"),
                             help="Address the web, engine and Flower listen on (default 127.0.0.1).")
         parser.add_argument("--no-demo", action="store_true", help="Do not seed the three demo agents.")
-        parser.add_argument("--strategy-workers", type=int, default=1, help="Strategy worker processes (default 1).")
-        parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (default 2).")
+        parser.add_argument("--strategy-workers", type=count(0, 64), default=1,
+                            help="Strategy worker processes (default 1).")
+        parser.add_argument("--web-workers", type=count(1, 64), default=2,
+                            help="gunicorn worker processes (default 2).")
         parser.add_argument("--no-flower", action="store_true", help="Do not start Flower.")
-        parser.add_argument("--startup-timeout", type=float, default=90.0,
+        parser.add_argument("--startup-timeout", type=positive_seconds, default=90.0,
                             help="Seconds to wait for /health before giving up (default 90).")
 
     # ------------------------------------------------------------------------------------------
