@@ -5,15 +5,10 @@ the goals are judged by the bench itself, in docs/benchmarks.md.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.bench.test_bench_quick import NUMBER, _rows
+from tests.bench.test_bench_quick import NUMBER, run_bench_quick
 from tinywindow.management.commands.bench import SCENARIOS as ALL_SCENARIOS
-from tinywindow.runtime import BASE_DIR
 
 pytestmark = pytest.mark.bench
 
@@ -31,13 +26,7 @@ def test_every_bench_scenario_is_covered_by_a_quick_test():
 
 
 def test_bench_quick_api_queries_snapshot_scale_and_kill_switch_print_numbers_for_every_row():
-    argv = [sys.executable, "manage.py", "bench", "--quick", "--output", "-"]
-    for name in SCENARIOS:
-        argv += ["--only", name]
-    result = subprocess.run(argv, cwd=BASE_DIR, env=dict(os.environ), capture_output=True, text=True, timeout=600)
-    output = result.stdout[-6000:] + "\n" + result.stderr[-4000:]
-    assert result.returncode == 0, output
-    rows = _rows(result.stdout)
+    rows, output = run_bench_quick(SCENARIOS, timeout=600)
     for title, count, has_baseline in SCENARIOS.values():
         mine = [row for row in rows if row[0] == title]
         assert len(mine) >= count, f"{len(mine)} rows for {title!r}, expected {count}:\n{output}"

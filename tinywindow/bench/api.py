@@ -25,15 +25,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import urllib.request
 
-from tinywindow.bench.core import BenchContext, BenchRow, load_note, percentile, wait_for
+from tinywindow.bench.core import BenchContext, BenchProcess, BenchRow, load_note, percentile, wait_for
 from tinywindow.embedded import find_free_port
-from tinywindow.runtime import BASE_DIR
 
 CONNECTIONS = 16
 WEB_WORKERS = 2  # `manage.py up`'s default
@@ -43,21 +41,18 @@ BARE = "/bench/bare"
 OUT_OF_REACH = "1000000000/minute"
 
 
-class WebServer:
+class WebServer(BenchProcess):
     """gunicorn serving TinyWindow with the bench's settings, in its own process group."""
 
     def __init__(self, log_dir, port: int) -> None:
         self.port = port
-        self.log_path = log_dir / "gunicorn.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = dict(os.environ, DJANGO_SETTINGS_MODULE="tinywindow.bench.settings", API_THROTTLE_ANON=OUT_OF_REACH,
                    API_THROTTLE_USER=OUT_OF_REACH)
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="tw-bench-web-metrics-"))
         argv = [sys.executable, "-m", "gunicorn", "tinywindow.wsgi:application", "--config",
                 "python:tinywindow.gunicorn_conf", "--bind", f"127.0.0.1:{port}", "--workers", str(WEB_WORKERS),
                 "--access-logfile", str(log_dir / "gunicorn-access.log")]
-        self.process = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        super().__init__(argv, log_path=log_dir / "gunicorn.log", env=env)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -73,17 +68,6 @@ class WebServer:
                 return False
 
         wait_for(answers, timeout=60, interval=0.1, what="gunicorn to answer")
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self._log.close()
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}

@@ -44,21 +44,39 @@ class BenchContext:
     log_dir: Path
 
 
-class Worker:
+class BenchProcess:
+    """A child process of the bench in its own process group, its output in `log_path`; `stop` ends the group."""
+
+    def __init__(self, argv: list[str], *, log_path: Path, env: dict) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+
+class Worker(BenchProcess):
     """A real `celery worker` process with the production settings, in its own process group."""
 
     def __init__(self, queues: str, *, name: str, concurrency: int, log_dir: Path, extra_env: dict | None = None,
                  pool: str = "prefork", include: str | None = None) -> None:
         env = dict(os.environ, **(extra_env or {}))
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="tw-bench-metrics-"))
-        self.log_path = log_dir / f"worker-{name}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         argv = [sys.executable, "-m", "celery", "-A", "tinywindow", "worker", "-Q", queues, "-n", f"{name}@%h",
                 "-c", str(concurrency), "-P", pool, "--loglevel", "WARNING", "--without-gossip", "--without-mingle"]
         if include:  # extra task modules (the bench's own tasks: production workers never import them)
             argv += ["--include", include]
-        self.process = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        super().__init__(argv, log_path=log_dir / f"worker-{name}.log", env=env)
 
     def wait_ready(self, timeout: float = 60) -> None:
         from celery import current_app
@@ -74,17 +92,6 @@ class Worker:
             if hostname:
                 return
         raise RuntimeError(f"worker not ready after {timeout}s; see {self.log_path}")
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self._log.close()
 
 
 def reset_book() -> None:
