@@ -29,6 +29,16 @@ def clean_redis():
     reset_redis_client()
 
 
+@pytest.fixture(autouse=True)
+def project_celery_app_stays_current():
+    """A test that builds a bare `Celery(...)` makes it the current app; every later `apply_async`
+    in this process then goes to that app's default queue, which no worker consumes."""
+    from celery import current_app
+
+    yield
+    assert current_app.main == "tinywindow", "a test left another Celery app current: pass set_as_current=False"
+
+
 @pytest.fixture
 def redis_client():
     from tinywindow.redis_client import get_redis

@@ -127,16 +127,15 @@ def test_backup_schedule_when_bootstrapped_then_every_15_minutes_on_the_default_
 
 
 def test_backup_task_when_run_by_a_real_worker_then_dump_in_backup_dir(start_worker, tmp_path):
-    from celery import Celery
+    from tinywindow.celery import app
 
     bootstrap(demo_agents=False)
     directory = tmp_path / "scheduled"
     worker = start_worker("default", name="housekeeping", concurrency=1,
                           extra_env={"BACKUP_DIR": str(directory), "BACKUP_KEEP": "3"})
     wait_for_worker(worker)
-    app = Celery(broker=settings.CELERY_BROKER_URL)
     task = PeriodicTask.objects.get(name="backup")
-    app.send_task(task.task, queue=task.queue)  # what beat sends
+    app.send_task(task.task, queue=task.queue)  # what beat sends, through the project's app
     dumps = wait_until(lambda: list(directory.glob("tinywindow-*.dump")), timeout=60,
                        message=f"a backup written by the worker ({worker.log_path})")
     assert dumps[0].read_bytes()[:5] == b"PGDMP"
