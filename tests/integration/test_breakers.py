@@ -255,7 +255,7 @@ def test_runbook_shell_command_when_run_in_manage_py_shell_then_resets(tmp_path)
     """The runbook's two lines, verbatim, in `python manage.py shell` (a separate process)."""
     from tests.helpers import manage
 
-    code = ('from tinywindow.safety import CircuitBreaker, circuit_breaker\n'
+    code = ('from tinywindow.safety import CircuitBreaker\n'
             'circuit_breaker.reset(reason="Market conditions stabilized")\n')
     # The shell process uses the same test database through DATABASE_URL.
     import os

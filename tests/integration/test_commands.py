@@ -1,12 +1,14 @@
 """Command-line behaviour a user sees: clear errors, non-zero exits, never a traceback."""
 
 import os
+import shlex
 import socket
+import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import manage
+from tests.helpers import ROOT, manage
 from tinywindow.embedded import find_free_port
 
 
@@ -94,6 +96,24 @@ def test_shellenv_when_run_then_prints_path_with_bundled_tools():
     bin_dirs = result.stdout.split('"')[1].split(":")
     assert any(os.path.exists(os.path.join(d, "psql")) for d in bin_dirs)
     assert any(os.path.exists(os.path.join(d, "redis-cli")) for d in bin_dirs)
+
+
+def test_shellenv_when_evaluated_then_runbook_mode_check_and_psql_reach_the_system(db):
+    from django.conf import settings
+
+    from tests.conftest import _test_database_url
+
+    # The runbook's "Check Mode" (`echo $PAPER_TRADING_MODE`) in a shell that never set it.
+    script = (f'eval "$({shlex.quote(sys.executable)} manage.py shellenv)"; echo "mode=$PAPER_TRADING_MODE"; '
+              'psql -XAtc "SELECT current_database()"')
+    env = {k: v for k, v in os.environ.items() if k != "PAPER_TRADING_MODE" and not k.startswith("PG")}
+    env["DATABASE_URL"] = _test_database_url()
+    result = subprocess.run(["bash", "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["mode=true", settings.DATABASES["default"]["NAME"]]
+
+    live = manage("shellenv", env={**env, "PAPER_TRADING_MODE": "false", "SECRET_KEY": "x" * 50})
+    assert "export PAPER_TRADING_MODE=false" in live.stdout.splitlines()
 
 
 def test_up_help_when_asked_then_explains_options():
