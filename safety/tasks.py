@@ -24,12 +24,17 @@ def kill_switch_enforce() -> None:
 
 
 @shared_task(name="safety.tasks.check_breakers", ignore_result=True)
-def check_breakers(kinds: list[str] | None = None) -> None:
+def check_breakers(kinds: list[str] | None = None, scoped: bool = False) -> None:
     """Evaluate circuit breakers (all every few seconds from beat; some inline after events),
-    and restore the Redis mirror of the safety state if it went missing."""
+    and restore the Redis mirror of the safety state if it went missing.
+
+    `scoped`: an inline check after fills, which measures the agent-scoped breakers of the
+    agents that filled since the last one started (every agent when that set cannot be read)."""
+    agent_ids = None
     if kinds is not None:
-        breakers_check_started(kinds)  # before measuring: an event from now on queues a new check
-    breakers_check(kinds=kinds)
+        agents = breakers_check_started(kinds)  # before measuring: an event from now on queues a new check
+        agent_ids = agents if scoped else None
+    breakers_check(kinds=kinds, agent_ids=agent_ids)
     if kinds is None:
         safety_mirror_sync()
 

@@ -19,7 +19,7 @@ only reduce risk. Every change is a `circuit_breaker_events` row and is mirrored
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -51,6 +51,9 @@ BREAKER_KEY = "tinywindow:circuit_breaker:{name}"
 # An inline check of these kinds is queued and has not started (see breakers_check_soon).
 CHECK_QUEUED_KEY = "tinywindow:breakers:check_queued:{kinds}"
 CHECK_QUEUED_TTL_SECONDS = 30
+# The agents whose events asked for an inline check of these kinds since the last one started:
+# that check measures the agent-scoped breakers of these agents only (see breakers_check_soon).
+CHECK_AGENTS_KEY = "tinywindow:breakers:check_agents:{kinds}"
 # When the last full check ran (epoch seconds): the engine's watchdog reads it to notice that
 # beat's periodic check stopped arriving.
 LAST_FULL_CHECK_KEY = "tinywindow:breakers:last_full_check"
@@ -193,14 +196,18 @@ MEASURES = {
 }
 
 
-def _targets(config: CircuitBreakerConfig) -> list[str]:
+def _targets(config: CircuitBreakerConfig, agent_ids: Collection[int] | None = None) -> list[str]:
+    """What one breaker config watches: "" (global), agent ids, exchanges or symbols.
+    `agent_ids`: only these agents' targets of an agent-scoped config (an inline check)."""
     from trading.models import Agent, AgentStatus
 
     if config.scope == BreakerScope.GLOBAL:
         return [""]
     agents = Agent.objects.filter(status=AgentStatus.ACTIVE)
     if config.scope == BreakerScope.AGENT:
-        return [str(pk) for pk in agents.values_list("pk", flat=True)]
+        if agent_ids is not None:
+            agents = agents.filter(pk__in=list(agent_ids))
+        return [str(pk) for pk in agents.values_list("pk", flat=True).order_by("pk")]
     if config.scope == BreakerScope.EXCHANGE:
         seen = stats.api_exchanges_seen(window_seconds=config.window_seconds)
         return sorted(seen | set(agents.values_list("exchange", flat=True)))
@@ -252,15 +259,23 @@ def _describe(config: CircuitBreakerConfig, target: str, value: Decimal, action:
     return f"probe period clean{scope}: {label} at {value}, below {config.threshold}"
 
 
-def breakers_check(*, now: datetime | None = None, kinds: Iterable[str] | None = None) -> list[BreakerChange]:
-    """Measure every enabled breaker (or those of `kinds`) and apply the state machine."""
+def breakers_check(*, now: datetime | None = None, kinds: Iterable[str] | None = None,
+                   agent_ids: Collection[int] | None = None) -> list[BreakerChange]:
+    """Measure every enabled breaker (or those of `kinds`) and apply the state machine.
+
+    `agent_ids`: an inline check after these agents' fills measures the agent-scoped breakers
+    of these agents only (the other scopes in full). Measuring every agent after every fill
+    made the check's cost grow with the number of agents: with 200 agents trading, the inline
+    checks kept both engine processes busy and orders waited behind them on `execution`. The
+    periodic full check (beat) still measures every agent.
+    """
     now = now or timezone.now()
     configs = CircuitBreakerConfig.objects.filter(enabled=True)
     if kinds is not None:
         configs = configs.filter(kind__in=list(kinds))
     changes: list[BreakerChange] = []
     for config in configs:
-        for target in _targets(config):
+        for target in _targets(config, agent_ids):
             existing = CircuitBreakerState.objects.filter(config=config, target=target).first()
             since = existing.counting_since if existing else None
             measurement = MEASURES[config.kind](config, target, now, since)
@@ -314,7 +329,7 @@ def breakers_check_if_overdue(*, interval_seconds: int, now: datetime | None = N
     return True
 
 
-def breakers_check_soon(kinds: Iterable[str]) -> None:
+def breakers_check_soon(kinds: Iterable[str], *, agent_id: int | None = None) -> None:
     """Evaluate these breakers now on the safety queue (after a fill, an API error, a reject).
 
     Throttled to once a second per set of kinds: a burst of rejects is one check, not a
@@ -323,29 +338,47 @@ def breakers_check_soon(kinds: Iterable[str]) -> None:
     switch's own tasks on `safety` (100 fills of a busy minute were 25 queued checks before an
     activation's enforcement). `breakers_check_started` clears the mark when the check starts;
     a lost message's mark expires, and the periodic check runs meanwhile.
+    `agent_id`: the event was this agent's (a fill): it joins the set of agents the next check
+    measures (agent-scoped breakers), whether or not this call queues that check. Without it
+    the check measures every agent (a reject, an API error).
     Never raises: the event that triggered it already happened.
     """
     kinds = sorted(kinds)
     key = ",".join(kinds)
     try:
         redis_client = get_redis()
+        if agent_id is not None:  # before the throttle: a throttled event's agent is measured by the queued check
+            agents_key = CHECK_AGENTS_KEY.format(kinds=key)
+            redis_client.pipeline(transaction=False).sadd(agents_key, agent_id).expire(
+                agents_key, CHECK_QUEUED_TTL_SECONDS * 4).execute()
         if not redis_client.set(f"tinywindow:breakers:check_soon:{key}", "1", nx=True, px=1000):
             return
         if not redis_client.set(CHECK_QUEUED_KEY.format(kinds=key), "1", nx=True, ex=CHECK_QUEUED_TTL_SECONDS):
             return  # one is already waiting
         from safety.tasks import check_breakers
 
-        check_breakers.delay(kinds=kinds)
+        check_breakers.delay(kinds=kinds, scoped=agent_id is not None)
     except Exception as exc:  # Redis or broker down: the periodic check still runs
         logger.warning("inline breaker check not queued: %s", exc)
 
 
-def breakers_check_started(kinds: Iterable[str]) -> None:
-    """An inline check of these kinds has started: the next event may queue another."""
+def breakers_check_started(kinds: Iterable[str]) -> set[int] | None:
+    """An inline check of these kinds has started: the next event may queue another.
+
+    Returns the agents whose events asked for it (taken, so the next check gets only later
+    ones), or None when they cannot be read: the caller then measures every agent."""
+    key = ",".join(sorted(kinds))
     try:
-        get_redis().delete(CHECK_QUEUED_KEY.format(kinds=",".join(sorted(kinds))))
+        redis_client = get_redis()
+        redis_client.delete(CHECK_QUEUED_KEY.format(kinds=key))
+        # After the mark is cleared: an event from now on queues a new check and its agent is
+        # in that check's set, or in this one's — never in neither.
+        members, _ = (redis_client.pipeline(transaction=True).smembers(CHECK_AGENTS_KEY.format(kinds=key))
+                      .delete(CHECK_AGENTS_KEY.format(kinds=key)).execute())
+        return {int(m) for m in members}
     except redis.RedisError as exc:
         logger.debug("inline breaker check mark not cleared (it expires): %s", exc)
+        return None
 
 
 def breaker_reset(*, reason: str, actor: str, source: str = "", name: str | None = None,

@@ -348,3 +348,40 @@ def test_each_breaker_when_tripped_then_recovers_through_half_open_after_its_per
                    .values_list("action", flat=True))
     assert actions == ["trip", "half_open", "close"]
     assert cfg.recovery_seconds == 1
+
+
+def test_inline_check_after_fills_when_many_agents_then_only_the_filled_agents_measured(
+        fixed_price_feed, redis_client, django_capture_on_commit_callbacks):
+    """An inline check after fills measures the agent-scoped breakers of the agents that filled,
+    not every agent: its cost must not grow with the number of agents (the 200-agent soak)."""
+    import json
+
+    from safety.services.breakers import CHECK_AGENTS_KEY, breakers_check_soon
+    from safety.tasks import check_breakers
+    from tests.factories import make_agent
+
+    kinds = ["consecutive_losses", "daily_loss", "drawdown"]
+    agents = [make_agent(name=f"inline-{i}") for i in range(4)]
+    losses = breaker(BreakerKind.CONSECUTIVE_LOSSES, "3", scope=BreakerScope.AGENT, name="streak")
+    breakers_check(kinds=["consecutive_losses"])  # the periodic full check: a row per agent
+    checked = lambda: dict(CircuitBreakerState.objects.filter(config=losses)  # noqa: E731
+                           .values_list("target", "last_checked_at"))
+    before = checked()
+    assert set(before) == {str(a.pk) for a in agents}
+
+    with django_capture_on_commit_callbacks(execute=True):  # the fill's commit asks for the check
+        round_trip(agents[1], fixed_price_feed, "100", "90")
+    assert redis_client.smembers(CHECK_AGENTS_KEY.format(kinds=",".join(kinds))) == {str(agents[1].pk)}
+    breakers_check_soon(kinds, agent_id=agents[3].pk)  # throttled (same second): still joins the set
+    queued = [json.loads(raw) for raw in redis_client.lrange("safety", 0, -1)]
+    assert [m["headers"]["task"] for m in queued] == ["safety.tasks.check_breakers"]
+
+    check_breakers(kinds=kinds, scoped=True)  # what the engine runs for that message
+
+    after = checked()
+    assert {t for t in after if after[t] != before[t]} == {str(agents[1].pk), str(agents[3].pk)}
+    assert not redis_client.exists(CHECK_AGENTS_KEY.format(kinds=",".join(kinds)))  # taken by the check
+    check_breakers(kinds=kinds, scoped=True)  # a check with no agent left measures no agent
+    assert checked() == after
+    check_breakers(kinds=kinds)  # unscoped (a reject, an API error, beat): every agent
+    assert all(checked()[t] > after[t] for t in after)

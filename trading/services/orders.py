@@ -538,7 +538,9 @@ def _order_book_report(order: Order, report: VenueOrderReport, gateway: Gateway)
     if position is not None:
         Fill.objects.bulk_create(fills)
         position.save(update_fields=["quantity", "average_price", "realized_pnl", "fees_paid", "updated_at"])
-        transaction.on_commit(lambda: breakers_check_soon(["daily_loss", "consecutive_losses", "drawdown"]))
+        agent_id = order.agent_id
+        transaction.on_commit(lambda: breakers_check_soon(["daily_loss", "consecutive_losses", "drawdown"],
+                                                          agent_id=agent_id))
     if order.filled_quantity > 0:
         order.average_fill_price = notional / order.filled_quantity
     order.venue_order_id = report.venue_order_id or order.venue_order_id
