@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from django import db
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from tinywindow.exceptions import OperationalError, TinyWindowError, ValidationError
@@ -32,6 +35,38 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, TinyWindowError):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     return drf_exception_handler(exc, context)
+
+
+# --- rendering -------------------------------------------------------------------------------------
+
+
+class FastJSONRenderer(JSONRenderer):
+    """DRF's JSONRenderer, byte for byte on the bodies it is used for (strings, integers, booleans,
+    null: no floats), written by orjson (C) instead of the json module: ~1 ms less for a page of
+    100 orders (issue 10). What orjson does not write as DRF does goes to DRF's encoder (datetimes,
+    decimals, dataclasses, lazy strings: `default`); what it refuses (an integer beyond 64 bits)
+    and indented output (`; indent=`) are rendered by DRF itself."""
+
+    _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_NON_STR_KEYS
+
+    def render(self, data: Any, accepted_media_type: str | None = None,
+               renderer_context: dict[str, Any] | None = None) -> bytes:
+        if data is None:
+            return b""
+        if (self.get_indent(accepted_media_type, renderer_context or {}) is not None or not self.compact
+                or self.ensure_ascii):
+            return super().render(data, accepted_media_type, renderer_context)
+        try:
+            text = orjson.dumps(data, default=self.encoder_class().default, option=self._OPTIONS)
+        except (TypeError, orjson.JSONEncodeError):
+            return super().render(data, accepted_media_type, renderer_context)
+        # As DRF: U+2028/U+2029 escaped, so the output is a strict JavaScript subset.
+        return text.replace("\u2028".encode(), b"\\u2028").replace("\u2029".encode(), b"\\u2029")
+
+
+def fast_renderers() -> list[type]:
+    """The configured renderers with JSON written by FastJSONRenderer (the hot read endpoints)."""
+    return [FastJSONRenderer if r is JSONRenderer else r for r in api_settings.DEFAULT_RENDERER_CLASSES]
 
 
 # --- OpenAPI -------------------------------------------------------------------------------------

@@ -267,7 +267,7 @@ def _throttle_rate(var: str, default: str) -> str | None:
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "tinywindow.permissions.TokenAuthentication",  # DRF's, roles read with the token (one query)
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["tinywindow.permissions.RolePermission"],

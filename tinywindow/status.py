@@ -6,6 +6,7 @@ never disagree. Reads only; the kill switch and breakers come from PostgreSQL (a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -15,10 +16,9 @@ from django.utils import timezone
 
 from safety.models import BreakerStatus, CircuitBreakerState
 from safety.services.breakers import aggregate_status, breaker_states
-from safety.services.kill_switch import KillSwitchView, kill_switch_read_db, kill_switch_state
+from safety.services.kill_switch import KillSwitchView, kill_switch_state
 from tinywindow.exceptions import SafetyStateUnknown
 from trading.models import PortfolioSnapshot
-from trading.selectors import agent_status_counts, orders_open_count, portfolio_snapshot_latest
 
 
 def trading_mode() -> str:
@@ -38,18 +38,67 @@ class SystemStatus:
     at: datetime = field(default_factory=timezone.now)
 
 
+# The snapshot's totals (what /api/status shows; its lists stay in the database), in the model's
+# field order, as Model.from_db expects them.
+_SNAPSHOT_FIELDS = tuple(f.attname for f in PortfolioSnapshot._meta.concrete_fields
+                         if f.name not in ("positions", "agents"))
+_KILL_SWITCH_FIELDS = ("active", "mode", "reason", "actor", "changed_at")
+
+
+@functools.cache
+def _status_sql() -> str:
+    """The whole status in one round trip (issue 10: it was five queries, each a round trip and
+    an ORM compile): breaker states present, the kill-switch row, agents by status, the open-order
+    count and the latest snapshot's totals. Table and column names come from the models."""
+    from safety.models import KillSwitchState
+    from trading.models import Agent, Order
+
+    snap = ", ".join(f'"{PortfolioSnapshot._meta.get_field(f).column}"' for f in _SNAPSHOT_FIELDS)
+    kill = ", ".join(f'ks."{KillSwitchState._meta.get_field(f).column}"' for f in _KILL_SWITCH_FIELDS)
+    return f"""
+        SELECT ARRAY(SELECT DISTINCT "state" FROM "{CircuitBreakerState._meta.db_table}"), ks."id", {kill},
+               agent_counts.statuses, agent_counts.counts,
+               (SELECT count(*) FROM "{Order._meta.db_table}" WHERE "status" = ANY(%s)), snap.*
+        FROM (SELECT 1) AS one
+        LEFT JOIN "{KillSwitchState._meta.db_table}" AS ks ON ks."id" = %s
+        LEFT JOIN LATERAL (SELECT array_agg("status") AS statuses, array_agg(n) AS counts
+                           FROM (SELECT "status", count(*) AS n FROM "{Agent._meta.db_table}" GROUP BY 1) AS g
+                          ) AS agent_counts ON true
+        LEFT JOIN LATERAL (SELECT {snap} FROM "{PortfolioSnapshot._meta.db_table}"
+                           ORDER BY "created_at" DESC, "id" DESC LIMIT 1) AS snap ON true
+    """  # noqa: S608 - only names from the models' meta are formatted in; values are parameters
+
+
 def system_status() -> SystemStatus:
-    """Everything from the database. Raises SafetyStateUnknown when it cannot be read."""
+    """Everything from the database, in one query (two while a breaker is not closed: its row and
+    config). Raises SafetyStateUnknown when it cannot be read."""
+    from django.db import connection
+
+    from safety.models import KillSwitchState
+    from trading.models import AgentStatus
+    from trading.order_states import OPEN_STATUSES
+
     try:
-        states = breaker_states()
+        with connection.cursor() as cursor:
+            cursor.execute(_status_sql(), [sorted(OPEN_STATUSES), KillSwitchState.SINGLETON_ID])
+            row = cursor.fetchone()
+        states, kill_id, kill, statuses, counts, open_orders, snap = (
+            row[0], row[1], row[2:7], row[7], row[8], row[9], row[10:])
+        open_breakers = [] if set(states) <= {BreakerStatus.CLOSED} else list(
+            CircuitBreakerState.objects.select_related("config").exclude(state=BreakerStatus.CLOSED)
+            .order_by("config__name", "target"))
+        by_status = dict(zip(statuses or [], counts or [], strict=True))
         return SystemStatus(
             mode=trading_mode(),
-            kill_switch=kill_switch_read_db(),
-            breaker_status=aggregate_status(s.state for s in states),
-            open_breakers=[s for s in states if s.state != BreakerStatus.CLOSED],
-            agents=agent_status_counts(),
-            latest_snapshot=portfolio_snapshot_latest(totals_only=True),
-            open_orders=orders_open_count(),
+            kill_switch=(KillSwitchView(active=False, mode="", reason="") if kill_id is None else
+                         KillSwitchView(**dict(zip(_KILL_SWITCH_FIELDS, kill, strict=True)))),
+            breaker_status=aggregate_status(states),
+            open_breakers=open_breakers,
+            agents={status: by_status.get(status, 0) for status in AgentStatus.values},
+            # A model instance with the lists deferred, as portfolio_snapshot_latest(totals_only=True) gives.
+            latest_snapshot=(None if snap[0] is None else
+                             PortfolioSnapshot.from_db(connection.alias, list(_SNAPSHOT_FIELDS), list(snap))),
+            open_orders=open_orders,
         )
     except DatabaseError as exc:
         raise SafetyStateUnknown(f"system status unknown: database unreachable ({exc})") from exc

@@ -7,10 +7,17 @@ APIView: this module must never import rest_framework.views, directly or not.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import time
+from datetime import datetime
 from typing import Any
 
-from django.core.cache import BaseCache, caches
+import redis
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
 from rest_framework import exceptions, pagination
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
@@ -45,22 +52,100 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
             raise exceptions.ValidationError({name: [f"must be a whole number {bound}"]})
 
 
+# A sliding-window counter (two fixed windows, the previous one weighted by how much of it is
+# still inside the sliding window): O(1) in Redis and one round trip per request, where DRF's own
+# throttle keeps, unpickles and rewrites a list of every request's timestamp in the window (6,000
+# entries at the default user rate; issue 10's API bench). Only allowed requests are counted, as
+# DRF does. KEYS: this window's counter, the previous one's. ARGV: the previous window's weight,
+# the limit, the key's lifetime. Returns this window's count after the request, or -1 if refused.
+_SLIDING_WINDOW = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
+if previous * tonumber(ARGV[1]) + current >= tonumber(ARGV[2]) then
+  return {-1, current, previous}
+end
+current = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {current, current, previous}
+"""
+_clients: dict[str, tuple[redis.Redis, Any]] = {}
+
+
+def _redis_for(location: str, options: dict[str, Any]) -> tuple[redis.Redis, Any]:
+    """One client (and registered script) per Redis URL, per process: the throttle cache's
+    LOCATION is read at each request, so a test or a reload that changes it is followed."""
+    if location not in _clients:
+        timeouts = {k: v for k, v in options.items() if k in ("socket_connect_timeout", "socket_timeout")}
+        client = redis.Redis.from_url(location, **timeouts)
+        _clients[location] = (client, client.register_script(_SLIDING_WINDOW))
+    return _clients[location]
+
+
+class CursorPagination(pagination.CursorPagination):
+    """`?limit=` and an opaque `?cursor=` (the `next`/`previous` links): keyset pagination on the
+    view's `ordering` (its first field, with an offset among equal values). For the big tables
+    (orders: millions of rows) where LimitOffsetPagination's COUNT(*) and deep OFFSETs cost more
+    than the page itself (issue 10); the answer has `next`, `previous` and `results`, no `count`.
+    Bad input is a 400 naming the parameter, never a silently different page: a `limit` that is
+    not a whole number >= 1, a cursor this server did not write, and `offset` (not supported here:
+    follow `next`)."""
+
+    page_size_query_param = "limit"
+    page_size_query_description = "Number of results to return per page (at most 1000)."
+    max_page_size = 1000
+    ordering = ("-created_at", "-id")
+    template = None
+
+    def paginate_queryset(self, queryset: Any, request: Any, view: Any = None) -> list | None:
+        if request.query_params.get("offset") is not None:
+            raise exceptions.ValidationError({"offset": ["not supported on this list: follow `next` (a cursor)"]})
+        LimitOffsetPagination._check_whole_number(request, "limit", minimum=1, maximum=None)  # capped by DRF
+        self._position_field = queryset.model._meta.get_field(self.ordering[0].lstrip("-"))
+        self._row_position = getattr(view, "cursor_position", None)
+        return super().paginate_queryset(queryset, request, view)
+
+    def decode_cursor(self, request: Any) -> Any:
+        invalid = exceptions.ValidationError({self.cursor_query_param: [str(self.invalid_cursor_message)]})
+        try:
+            encoded = request.query_params.get(self.cursor_query_param)
+            if encoded is not None:  # DRF skips what is not base64 (`%%%` would be the first page)
+                base64.b64decode(encoded.encode("ascii"), validate=True)
+            cursor = super().decode_cursor(request)
+        except (exceptions.NotFound, UnicodeError, binascii.Error):
+            raise invalid from None
+        if cursor is not None and cursor.position is not None:
+            # DRF filters with the position as given: one that is not a value of the ordering
+            # field would be a database error (a 500); naive datetimes are never written here.
+            try:
+                value = self._position_field.to_python(cursor.position)
+            except DjangoValidationError:
+                raise invalid from None
+            if value is None or (isinstance(value, datetime) and timezone.is_naive(value)):
+                raise invalid
+        return cursor
+
+    def _get_position_from_instance(self, instance: Any, ordering: Any) -> str:
+        # Rows from values_list() are tuples: the view says where the position is (`cursor_position`).
+        if self._row_position is not None:
+            return self._row_position(instance)
+        field_name = ordering[0].lstrip("-")
+        value = instance[field_name] if isinstance(instance, dict) else getattr(instance, field_name)
+        return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 class _TinyWindowThrottle:
     """Shared behaviour of the anonymous and the user throttle.
 
     - Methods a view lists in `unthrottled_methods` pass (the kill-switch activation: the big red
       button must never answer 429).
-    - Counters live in the `throttle` cache (Redis, shared by every web worker). If it cannot be
-      reached the request passes and a warning is logged: throttling protects the API, it must not
-      take it down.
+    - Counters live in the Redis of the `throttle` cache (shared by every web worker), one Lua call
+      a request (`_SLIDING_WINDOW`). If it cannot be reached the request passes and a warning is
+      logged: throttling protects the API, it must not take it down.
     - The rate is read from the settings at each request, so a test or a reload sees the current one.
     """
 
     scope: str
-
-    @property
-    def cache(self) -> BaseCache:
-        return caches["throttle"]
+    _wait: float = 0.0
 
     def get_rate(self) -> str | None:
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
@@ -68,11 +153,44 @@ class _TinyWindowThrottle:
     def allow_request(self, request: Request, view: Any) -> bool:
         if request.method in getattr(view, "unthrottled_methods", ()):
             return True
+        self.rate = self.get_rate()
+        if self.rate is None:
+            return True
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
         try:
-            return super().allow_request(request, view)
-        except Exception as exc:  # the cache (Redis) is down: fail open, loudly
+            return self._count(self.key)
+        except Exception as exc:  # Redis is down or misconfigured: fail open, loudly
             logger.warning("API throttle skipped, its cache is unreachable: %s", exc)
             return True
+
+    def _count(self, key: str) -> bool:
+        config = settings.CACHES["throttle"]
+        client, script = _redis_for(config["LOCATION"], config.get("OPTIONS", {}))
+        now = time.time()
+        window = int(now // self.duration)
+        elapsed = now - window * self.duration
+        weight = 1 - elapsed / self.duration  # share of the previous window still inside the sliding one
+        prefix = f"{config.get('KEY_PREFIX', '')}:sw:{key}"
+        allowed, current, previous = script(keys=[f"{prefix}:{window}", f"{prefix}:{window - 1}"],
+                                            args=[repr(weight), self.num_requests, 2 * self.duration])
+        if allowed >= 0:
+            return True
+        self._wait = self._retry_after(current, previous, elapsed)
+        return False
+
+    def _retry_after(self, current: int, previous: int, elapsed: float) -> float:
+        """Seconds until the sliding count drops below the limit (what Retry-After says)."""
+        if current >= self.num_requests or previous == 0:
+            return self.duration - elapsed  # only the next window helps
+        # previous * (1 - (elapsed + t) / duration) + current < limit
+        needed = self.duration * (1 - (self.num_requests - current) / previous) - elapsed
+        return max(needed, 1.0)
+
+    def wait(self) -> float | None:
+        return max(self._wait, 1.0)
 
 
 class AnonThrottle(_TinyWindowThrottle, AnonRateThrottle):

@@ -143,9 +143,11 @@ def agent_status_counts() -> dict[str, int]:
 
 def orders_list(*, agent_id: int | None = None, symbol: str | None = None, status: str | None = None,
                 side: str | None = None, origin: str | None = None, created_after: datetime | None = None,
-                created_before: datetime | None = None) -> QuerySet[Order]:
-    """Orders, newest first, filtered by whatever is given (created_after inclusive, created_before exclusive)."""
-    orders = Order.objects.select_related("agent").order_by("-created_at", "-id")
+                created_before: datetime | None = None, base: QuerySet | None = None) -> QuerySet[Order]:
+    """Orders, newest first, filtered by whatever is given (created_after inclusive, created_before exclusive).
+    `base`: the orders to start from instead of every order with its agent, e.g. a prepared
+    values_list() (the API's row writer: its columns are resolved once, not per request)."""
+    orders = (Order.objects.select_related("agent") if base is None else base).order_by("-created_at", "-id")
     filters = {"agent_id": agent_id, "symbol": symbol, "status": status, "side": side, "origin": origin,
                "created_at__gte": created_after, "created_at__lt": created_before}
     return orders.filter(**{k: v for k, v in filters.items() if v is not None})

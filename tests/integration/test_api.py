@@ -4,6 +4,7 @@ written; filters, pagination, read endpoints, /api/status, throttling."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -270,10 +271,65 @@ def test_orders_when_filtered_then_only_matching_newest_first(clients, book):
     assert rejected["status"] == "rejected" and rejected["reject_reason"].startswith("kill switch")
 
 
-def test_orders_when_paginated_then_limit_offset_count_and_next(clients, book):
-    body = clients["viewer"].get("/api/orders/?limit=2&offset=1").json()
-    assert body["count"] == 4 and len(body["results"]) == 2 and "offset=3" in body["next"]
+def test_orders_when_paginated_then_limit_and_cursor_links_walk_every_order_once(clients, book):
+    everything = ids(clients["viewer"].get("/api/orders/"))
+    first = clients["viewer"].get("/api/orders/?limit=2").json()
+    # Keyset pagination (issue 10): no total count (a COUNT over millions of orders), next/previous links.
+    assert set(first) == {"next", "previous", "results"} and first["previous"] is None
+    second = clients["viewer"].get(first["next"]).json()
+    assert [o["id"] for o in first["results"] + second["results"]] == everything
+    assert second["next"] is None
+    back = clients["viewer"].get(second["previous"]).json()
+    assert [o["id"] for o in back["results"]] == everything[:2]
     assert len(clients["viewer"].get("/api/orders/?limit=99999999999999999999").json()["results"]) == 4
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("offset=1", "offset"), ("cursor=not-base64!", "cursor"), ("cursor=cD1ub3QtYS1kYXRl", "cursor"),  # p=not-a-date
+    ("cursor=cD0yMDI0LTAxLTAxKzEyOjAwOjAw", "cursor"),  # p=2024-01-01 12:00:00, naive
+    ("limit=0", "limit"), ("limit=abc", "limit"),
+])
+def test_orders_when_pagination_input_bad_then_400_naming_it(clients, book, query, field):
+    response = clients["viewer"].get(f"/api/orders/?{query}")
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+
+
+def test_orders_when_listed_then_each_row_is_the_model_serializers_output(clients, book):
+    """The hand-written row writer (ORDER_ROWS) answers what OrderSerializer (a ModelSerializer,
+    the schema) would, value for value: decimals, nulls, datetimes, the agent's id and name."""
+    from trading.api.serializers import OrderSerializer
+
+    Order.objects.filter(pk=book["pending"].pk).update(price=D("1234.5"), reference_price=D("-0.0000000001"))
+    Order.objects.filter(pk=book["buy"].pk).update(created_at=timezone.now().replace(microsecond=0))
+    expected = OrderSerializer(Order.objects.select_related("agent").order_by("-created_at", "-id"), many=True).data
+    listed = clients["viewer"].get("/api/orders/").json()["results"]
+    assert listed == json.loads(json.dumps(expected))
+    assert any(row["price"] is None for row in listed) and any(row["price"] == "1234.5000000000" for row in listed)
+
+
+def test_read_endpoints_when_token_authenticated_then_bounded_queries(users, book, django_assert_max_num_queries):
+    """One query authenticates (token, user and groups together), one reads: the role check and
+    the status read add none; a page of orders has no COUNT."""
+    token = Token.objects.create(user=users["viewer"])
+    client = Client(REMOTE_ADDR=REMOTE, HTTP_AUTHORIZATION=f"Token {token.key}")
+    with django_assert_max_num_queries(2):
+        assert client.get("/api/status").status_code == 200
+    with django_assert_max_num_queries(2):
+        assert client.get("/api/orders/").status_code == 200
+
+
+def test_token_when_unknown_or_user_inactive_then_401_and_when_viewer_writes_then_403(users, book):
+    token = Token.objects.create(user=users["viewer"])
+    client = Client(REMOTE_ADDR=REMOTE, HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert client.get("/api/orders/").status_code == 200
+    assert call(client, "post", f"/api/agents/{book['btc'].pk}/pause", {}).status_code == 403  # the role still counts
+    assert Client(REMOTE_ADDR=REMOTE, HTTP_AUTHORIZATION="Token " + "0" * 40).get("/api/status").status_code == 401
+    users["viewer"].is_active = False
+    users["viewer"].save()
+    assert client.get("/api/status").status_code == 401
+    operator = Client(REMOTE_ADDR=REMOTE, HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=users['operator'])}")
+    assert call(operator, "post", f"/api/agents/{book['btc'].pk}/pause", {}).status_code == 200
 
 
 @pytest.mark.parametrize(("query", "field"), [
@@ -339,6 +395,35 @@ def test_status_when_kill_switch_active_breaker_open_and_snapshot_then_all_shown
     assert D(body["latest_snapshot"]["equity"]) > 0
 
 
+def test_status_when_built_by_hand_then_the_status_serializers_output(clients, book, settings):
+    """/api/status writes its body without DRF's serializers (issue 10): it must still be what
+    SystemStatusSerializer (the schema) writes, open breaker, kill switch and snapshot included."""
+    from tinywindow.status import system_status
+    from trading.api.serializers import SystemStatusSerializer
+
+    open_stale_data_breaker("BTC/USDT")
+    body = clients["viewer"].get("/api/status").json()
+    current = system_status()
+    expected = SystemStatusSerializer({
+        "mode": current.mode, "kill_switch": current.kill_switch,
+        "circuit_breakers": {"status": current.breaker_status, "open": current.open_breakers},
+        "agents": {**current.agents, "total": sum(current.agents.values())},
+        "latest_snapshot": current.latest_snapshot, "open_orders": current.open_orders, "at": body["at"]}).data
+    assert body == json.loads(json.dumps(expected))
+    assert body["circuit_breakers"]["open"] and body["latest_snapshot"] and body["kill_switch"]["changed_at"]
+
+
+def test_fast_renderer_when_orders_and_status_then_bytes_equal_drfs():
+    from rest_framework.renderers import JSONRenderer
+
+    from tinywindow.api import FastJSONRenderer
+
+    data = {"results": [{"id": 1, "reason": "line\u2028sep\u2029 \"quoted\" é \x00", "price": None, "ok": True,
+                         "at": timezone.now(), "fee": D("1.50")}], "agents": {1: 2}, "next": None}
+    assert FastJSONRenderer().render(data) == JSONRenderer().render(data)
+    assert FastJSONRenderer().render({"n": 2**70}) == JSONRenderer().render({"n": 2**70})  # past orjson: DRF's
+
+
 # --- throttling -------------------------------------------------------------------------------------
 
 
@@ -353,6 +438,20 @@ def test_throttle_when_user_exceeds_rate_then_429_with_retry_after(clients, low_
     assert codes == [200, 200, 200, 429]
     assert int(clients["viewer"].get("/api/agents/")["Retry-After"]) > 0
     assert clients["operator"].get("/api/agents/").status_code == 200  # counted per user
+
+
+def test_throttle_when_counting_then_one_expiring_counter_per_window(clients, low_rates):
+    """O(1) per request (issue 10): a counter per client and window, with a lifetime, never a
+    growing list of timestamps."""
+    import redis
+    from django.conf import settings
+
+    clients["viewer"].get("/api/agents/")
+    clients["viewer"].get("/api/agents/")
+    store = redis.Redis.from_url(settings.CACHES["throttle"]["LOCATION"])
+    keys = store.keys(f"{settings.CACHES['throttle']['KEY_PREFIX']}:sw:throttle_user_*")
+    assert len(keys) == 1 and int(store.get(keys[0])) == 2
+    assert 0 < store.ttl(keys[0]) <= 120
 
 
 def test_throttle_when_kill_switch_activated_repeatedly_then_never_429(users, low_rates):

@@ -179,7 +179,8 @@ FILTERS = [
     ("/api/orders/", "side", [SQL, "BUY"]),
     ("/api/orders/", "created_after", ["yesterday", SQL, "2024-13-45", "9999999999999"]),
     ("/api/orders/", "limit", ["-1", "abc", "NaN"]),
-    ("/api/orders/", "offset", ["-1", "abc", "9" * 40]),
+    ("/api/orders/", "offset", ["-1", "abc", "9" * 40, "1"]),  # cursor pagination: offset is refused
+    ("/api/orders/", "cursor", [SQL, SCRIPT, "%%%", "cD0nIDsgRFJPUCBUQUJMRSBvcmRlcnM7IC0t"]),
     ("/api/audit/", "limit", ["0", "-1", "abc"]),
     ("/api/fills/", "order", ["-1", "abc", SQL]),
     ("/api/positions/", "agent", ["abc", SQL]),

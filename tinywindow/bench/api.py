@@ -8,7 +8,7 @@ settings, same middleware, no DRF, no database. That view is the baseline.
 
 The book is seeded first (tinywindow.bench.runbook_queries.seed: orders over a year, paper
 trades, events, a snapshot a minute), so `/api/orders` pages through a realistic table
-(with its count) and `/api/status` reads real breaker, snapshot and open-order state. Clients
+(its first page, by cursor) and `/api/status` reads real breaker, snapshot and open-order state. Clients
 authenticate with a viewer's token, as a dashboard or script would; the throttle rates are
 raised out of reach (the throttle still counts every request in Redis).
 

@@ -4,9 +4,17 @@ check only shapes and bounds, so a bad request is a 400 before any service runs.
 
 from __future__ import annotations
 
+import decimal
+import functools
 import json
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
+from django.db import models
+from django.db.models import QuerySet
+from django.db.models.functions import Cast
+from django.utils import timezone
 from rest_framework import serializers
 
 from safety.api.serializers import CircuitBreakerStateSerializer, KillSwitchStateSerializer
@@ -87,6 +95,111 @@ class OrderSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+# --- hand-written read paths (issue 10) ----------------------------------------------------------
+# The hot reads (/api/orders/, /api/status) build their JSON from `values_list()` rows and plain
+# dicts: DRF's ModelSerializer costs ~0.7 ms a row (a model instance per row, a field object per
+# column, deep-copied fields per request). The output is the serializers' own, value for value
+# (tests/integration/test_api.py pins it against them); the serializers above stay the schema.
+
+
+def decimal_repr(decimal_places: int, max_digits: int) -> Callable[[decimal.Decimal], str]:
+    """DRF's DecimalField.to_representation (COERCE_DECIMAL_TO_STRING, the default): quantized to
+    `decimal_places` within `max_digits` of precision, written without an exponent."""
+    exponent = decimal.Decimal(".1") ** decimal_places
+    context = decimal.getcontext().copy()
+    context.prec = max_digits
+
+    def represent(value: decimal.Decimal) -> str:
+        return f"{value.quantize(exponent, context=context):f}"
+
+    return represent
+
+
+def datetime_repr() -> Callable[[datetime], str]:
+    """DRF's DateTimeField.to_representation (ISO 8601, the default): in the current time zone,
+    `Z` for UTC. A naive value is UTC (RowSerializer reads timestamps `AT TIME ZONE 'UTC'`). Made
+    once per response (the current time zone is per request)."""
+    zone = timezone.get_current_timezone()
+    utc = getattr(zone, "key", None) == "UTC" or zone is UTC
+
+    def represent(value: datetime) -> str:
+        if value.tzinfo is None:
+            if utc:
+                return value.isoformat() + "Z"
+            value = value.replace(tzinfo=UTC)
+        text = value.astimezone(zone).isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+    return represent
+
+
+class _AtUtc(models.Func):
+    """`column AT TIME ZONE 'UTC'`: a naive UTC timestamp, which psycopg's C loader reads several
+    times faster than a timestamptz (Django's time-zone loader for those is pure Python)."""
+
+    template = "(%(expressions)s AT TIME ZONE 'UTC')"
+    output_field = models.DateTimeField()
+
+
+class RowSerializer:
+    """A serializer's output for rows read with `values_list()` (tuples), as its fields write them.
+
+    Decimals are read as text: a numeric(max_digits, decimal_places) column's text is exactly what
+    DRF writes (quantized to decimal_places, no exponent), so no Decimal is made per value.
+    Datetimes are read as naive UTC and written as DRF does. None stays None (as DRF does)."""
+
+    def __init__(self, model: type[models.Model], fields: list[str], lookups: dict[str, str]) -> None:
+        self.model = model
+        self.fields = fields
+        self.lookups: list[Any] = []
+        self.decimals: list[tuple[int, Callable[[Any], str]]] = []
+        self.datetimes: list[int] = []
+        for index, name in enumerate(fields):
+            if name in lookups:
+                self.lookups.append(lookups[name])
+                continue
+            field = model._meta.get_field(name)
+            if isinstance(field, models.DecimalField):
+                self.decimals.append((index, decimal_repr(field.decimal_places, field.max_digits)))
+                self.lookups.append(Cast(name, models.TextField()))
+            elif isinstance(field, models.DateTimeField):
+                self.datetimes.append(index)
+                self.lookups.append(_AtUtc(name))
+            else:
+                self.lookups.append(name)
+
+    @functools.cached_property
+    def base(self) -> QuerySet:
+        """Every row, as values_list() tuples: built (its expressions resolved) once per process;
+        each request filters a clone of it (QuerySets are immutable, clones are thread-safe)."""
+        return self.model._default_manager.values_list(*self.lookups)
+
+    def position(self, name: str) -> Callable[[tuple], str]:
+        """A cursor position (ISO 8601, UTC) of field `name` of a row (tinywindow.throttling.CursorPagination)."""
+        index = self.fields.index(name)
+        return lambda row: row[index].replace(tzinfo=UTC).isoformat()
+
+    def rows(self, rows: Iterable[tuple]) -> list[dict[str, Any]]:
+        when = datetime_repr()
+        decimals, datetimes, names = self.decimals, self.datetimes, self.fields
+        out = []
+        for row in rows:
+            values = list(row)
+            for index, represent in decimals:
+                value = values[index]
+                if value is not None and not isinstance(value, str):  # a Decimal (a model's attribute)
+                    values[index] = represent(value)
+            for index in datetimes:
+                if values[index] is not None:
+                    values[index] = when(values[index])
+            out.append(dict(zip(names, values, strict=True)))
+        return out
+
+
+# OrderSerializer's fields; `agent` is the id, `agent_name` the agent's (one join, no instances).
+ORDER_ROWS = RowSerializer(Order, OrderSerializer.Meta.fields, {"agent": "agent_id", "agent_name": "agent__name"})
+
+
 class FillSerializer(serializers.ModelSerializer):
     agent = serializers.IntegerField(source="order.agent_id", read_only=True)
     client_order_id = serializers.CharField(source="order.client_order_id", read_only=True)
@@ -158,6 +271,31 @@ class SystemStatusSerializer(serializers.Serializer):
         "the first one; its positions and per-agent books are at /api/portfolio-snapshots/.")
     open_orders = serializers.IntegerField()
     at = serializers.DateTimeField()
+
+
+_SNAPSHOT_ROW = RowSerializer(PortfolioSnapshot, PortfolioSnapshotSummarySerializer.Meta.fields, {})
+
+
+def system_status_body(current: Any) -> dict[str, Any]:
+    """SystemStatusSerializer's output for a tinywindow.status.SystemStatus, built by hand (see
+    RowSerializer); the breakers that are not closed (usually none) go through their serializer."""
+    when = datetime_repr()
+    kill = current.kill_switch
+    snapshot = current.latest_snapshot
+    return {
+        "mode": current.mode,
+        "kill_switch": {"active": bool(kill.active), "mode": str(kill.mode), "reason": str(kill.reason),
+                        "actor": str(kill.actor), "changed_at": when(kill.changed_at) if kill.changed_at else None},
+        "circuit_breakers": {
+            "status": current.breaker_status,
+            "open": CircuitBreakerStateSerializer(current.open_breakers, many=True).data if current.open_breakers
+            else []},
+        "agents": {**current.agents, "total": sum(current.agents.values())},
+        "latest_snapshot": None if snapshot is None else _SNAPSHOT_ROW.rows(
+            [tuple(getattr(snapshot, name) for name in _SNAPSHOT_ROW.fields)])[0],
+        "open_orders": current.open_orders,
+        "at": when(current.at),
+    }
 
 
 # --- input ------------------------------------------------------------------------------------------
