@@ -153,10 +153,35 @@ def _venue_matches_books(order: Order) -> None:
     assert {f.trade_id: (f.quantity, f.price) for f in Fill.objects.filter(order=order)} == venue_trades
 
 
+# One venue pass trades at most VOLUME_SHARE of the current 1-minute candle's volume, and the
+# synthetic feed's volume moves with the minute (BTC/USDT over 280 days: 1.4 to 665, median 12).
+# These sizes hold at any minute: SMALL_BTC fills at once (cap >= 0.00021) and is above the
+# 5 USDT minimum notional (BTC >= 41,000), LARGE_BTC fills over several passes (cap <= 0.1).
+# (0.0002 of the volume with a 0.001 BTC order filled it only in part one minute in ten.)
+VOLUME_SHARE, SMALL_BTC, LARGE_BTC = "0.00015", "0.0002", "0.2"
+
+
+def test_order_sizes_of_the_crash_test_hold_at_every_minute_of_the_synthetic_feed():
+    """50 runs of 1,000 minutes over 280 days: the venue's cap and prices against the sizes above."""
+    from datetime import timedelta
+
+    from paper.fills import FillModel
+    from paper.markets import paper_market
+    from trading.feeds import feed_for
+
+    feed, market, now = feed_for("synthetic"), paper_market("BTC/USDT"), timezone.now()
+    model = FillModel.from_settings(max_volume_share=D(VOLUME_SHARE))
+    candles = [candle for days in range(50)
+               for candle in feed.candles("BTC/USDT", "1m", limit=1000, end=now + timedelta(days=days * 5.6))]
+    caps = {model.volume_cap(candle.volume, market) for candle in candles}
+    assert D(SMALL_BTC) <= min(caps) and max(caps) < D(LARGE_BTC)
+    assert D(SMALL_BTC) * min(candle.low for candle in candles) >= market.min_notional
+
+
 def test_engine_killed_at_each_step_of_an_order_then_venue_and_books_agree(start_exchange, start_worker):
-    # A volume cap small enough that the 0.02 BTC order fills over several passes, and large enough
-    # that 0.001 BTC fills at once. Matching passes only when the test asks (POST /_match).
-    exchange = start_exchange(extra_env={"PAPER_MAX_VOLUME_SHARE": "0.0002"})
+    # Small orders fill at once, the large one over several passes (see VOLUME_SHARE). Matching
+    # passes only when the test asks (POST /_match).
+    exchange = start_exchange(extra_env={"PAPER_MAX_VOLUME_SHARE": VOLUME_SHARE})
     env = engine_exchange_env(exchange.url)
     agent = make_agent(exchange="binance", capital=D("100000"))
 
@@ -165,7 +190,7 @@ def test_engine_killed_at_each_step_of_an_order_then_venue_and_books_agree(start
         return start_worker("safety,execution", name=name, concurrency=1, extra_env={**env, **crash})
 
     # Step 1: committed `submitted`, killed before the venue call.
-    first = _buy(agent, "0.001")
+    first = _buy(agent, SMALL_BTC)
     a = engine("a", "order.before_send", first)
     execute_order.delay(first.pk)
     wait_until(lambda: _held_at(a, "order.before_send"), timeout=60, message=f"engine a at the step ({a.log_path})")
@@ -174,7 +199,7 @@ def test_engine_killed_at_each_step_of_an_order_then_venue_and_books_agree(start
 
     # Step 2: the next engine's start-up reconciliation sends the first order again (the venue never
     # had it); the second order is taken by the venue and the engine dies before recording it.
-    second = _buy(agent, "0.001")
+    second = _buy(agent, SMALL_BTC)
     b = engine("b", "order.after_send", second)
     wait_until(lambda: _status(first) == OrderStatus.EXECUTED, timeout=60,
                message=f"first order re-sent by reconciliation ({b.log_path})")
@@ -186,7 +211,7 @@ def test_engine_killed_at_each_step_of_an_order_then_venue_and_books_agree(start
 
     # Step 3: the venue fills part of the third order; the engine dies while recording it (its
     # transaction rolls back), and the venue fills more while no engine runs.
-    third = _buy(agent, "0.02")
+    third = _buy(agent, LARGE_BTC)
     c = engine("c", "order.partial_fill", third)
     wait_until(lambda: _status(second) == OrderStatus.EXECUTED, timeout=60,
                message=f"second order recorded by reconciliation, not sent again ({c.log_path})")
