@@ -75,6 +75,11 @@ class OrderOrigin(models.TextChoices):
 class Order(models.Model):
     """One order, written (status `pending`) before anything is sent to a venue."""
 
+    # What changes after an order is created (its decision — who, what, how much — never does):
+    # the fields a venue report writes (`save(update_fields=Order.STATE_FIELDS)`).
+    STATE_FIELDS = ("status", "filled_quantity", "average_fill_price", "fee", "pnl", "reject_reason",
+                    "venue_order_id", "submitted_at", "closed_at", "updated_at")
+
     client_order_id = models.CharField(max_length=64, unique=True)
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="orders")
     exchange = models.CharField(max_length=40)

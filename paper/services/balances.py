@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from paper.models import PaperAccount, PaperBalance
@@ -95,11 +95,36 @@ class AccountBalances:
         changed = [b for asset, b in self.rows.items() if (b.free, b.locked) != self._written[asset]]
         if not changed:
             return
-        now = timezone.now()
         for balance in changed:
-            balance.updated_at = now
             self._written[balance.asset] = (balance.free, balance.locked)
-        PaperBalance.objects.bulk_update(changed, ["free", "locked", "updated_at"])  # one UPDATE for all
+        balances_write(changed)
+
+
+def balances_write(balances: list[PaperBalance]) -> None:
+    """Write the `free` and `locked` of balance rows the caller holds locked: one UPDATE for all.
+
+    Not `bulk_update`: it builds a CASE expression per field and row through the ORM, which was
+    a sixth of an order's time on the paper venue (pyinstrument); arrays unnested cost a fraction.
+    Values go through the fields' own conversion, so what is stored is what `save()` would store.
+    """
+    if not balances:
+        return
+    now = timezone.now()
+    free, locked = PaperBalance._meta.get_field("free"), PaperBalance._meta.get_field("locked")
+    for balance in balances:
+        balance.updated_at = now
+    with connection.cursor() as cursor:
+        cursor.execute(BALANCES_WRITE_SQL, [
+            now, [b.pk for b in balances], [free.get_db_prep_save(b.free, connection) for b in balances],
+            [locked.get_db_prep_save(b.locked, connection) for b in balances],
+        ])
+
+
+BALANCES_WRITE_SQL = """
+    UPDATE paper_balances AS b SET free = v.free, locked = v.locked, updated_at = %s
+    FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[]) AS v(id, free, locked)
+    WHERE b.id = v.id
+"""
 
 
 def balance_hold(balance: PaperBalance, amount: Decimal) -> None:

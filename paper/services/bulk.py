@@ -15,7 +15,7 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from paper.models import PaperBalance, PaperOrder, PaperVenueOrder
-from paper.services.balances import balance_release
+from paper.services.balances import balance_release, balances_write
 from tinywindow.fields import ZERO
 
 
@@ -40,8 +40,7 @@ def venue_orders_cancel(*, client_order_ids: list[str]) -> list[PaperVenueOrder]
             ]
             for balance in balances:
                 balance_release(balance, holds[(balance.account, balance.asset)])
-                balance.updated_at = now
-            PaperBalance.objects.bulk_update(balances, ["free", "locked", "updated_at"])
+            balances_write(balances)
         PaperVenueOrder.objects.filter(pk__in=[o.pk for o in open_orders]).update(
             status=PaperVenueOrder.Status.CANCELLED, locked_amount=ZERO, updated_at=now)
     return list(

@@ -12,6 +12,7 @@ Cancels never pass through here: they always go.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,14 +61,26 @@ def _safety_state_read() -> tuple[KillSwitchView, list[CircuitBreakerState]]:
     """The kill switch and the OPEN / HALF_OPEN breakers, authoritative (the database), in one
     query when every breaker is closed (the usual case): the kill-switch row carries an EXISTS
     over the breaker states, and only when it is true are the breakers themselves loaded."""
-    not_closed = CircuitBreakerState.objects.filter(state__in=[BreakerStatus.OPEN, BreakerStatus.HALF_OPEN])
-    state = (KillSwitchState.objects.filter(pk=KillSwitchState.SINGLETON_ID)
-             .annotate(breakers_not_closed=Exists(not_closed)).first())
-    if state is None:  # never engaged: no row yet
+    sql, params = _safety_state_query()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:  # never engaged: no row yet
         return KillSwitchView(active=False, mode="", reason=""), breakers_not_closed()
-    view = KillSwitchView(active=state.active, mode=state.mode, reason=state.reason, actor=state.actor,
-                          changed_at=state.changed_at)
-    return view, (breakers_not_closed() if state.breakers_not_closed else [])
+    active, mode, reason, actor, changed_at, any_not_closed = row
+    view = KillSwitchView(active=active, mode=mode, reason=reason, actor=actor, changed_at=changed_at)
+    return view, (breakers_not_closed() if any_not_closed else [])
+
+
+@functools.cache
+def _safety_state_query() -> tuple[str, tuple]:
+    """`_safety_state_read`'s query, compiled by the ORM once: it never changes, and compiling it
+    on every order (an annotated EXISTS) cost more than running it."""
+    not_closed = CircuitBreakerState.objects.filter(state__in=[BreakerStatus.OPEN, BreakerStatus.HALF_OPEN])
+    query = (KillSwitchState.objects.filter(pk=KillSwitchState.SINGLETON_ID)
+             .annotate(breakers_not_closed=Exists(not_closed))
+             .values_list("active", "mode", "reason", "actor", "changed_at", "breakers_not_closed"))
+    return query.query.sql_with_params()
 
 
 class TradingGate:

@@ -43,6 +43,24 @@ def test_execute_when_pending_then_executed_with_fill_position_and_paper_trade(a
     assert trade.pnl == D("0")  # an opening buy realizes nothing; its fee sits in the cost basis
 
 
+def test_execute_when_filled_or_refused_then_the_stored_row_is_the_order_in_memory(agent, fixed_price_feed):
+    """A venue report writes only Order.STATE_FIELDS: every field it changes must be one of them."""
+    from django.forms.models import model_to_dict
+
+    bought = order_execute(order_id=_buy(agent).pk)
+    fixed_price_feed.price = D("110")
+    sold = order_execute(order_id=order_create(agent=agent, symbol="BTC/USDT", side="sell", quantity=D("0.5")).pk)
+    refused = order_execute(order_id=_buy(agent, "200").pk)  # 20,000 USDT: more than the account holds
+    assert (bought.status, sold.status, refused.status) == (OrderStatus.EXECUTED, OrderStatus.EXECUTED,
+                                                             OrderStatus.REJECTED)
+    assert sold.pnl > 0 and sold.venue_order_id and refused.reject_reason.startswith("venue")
+    for order in (bought, sold, refused):
+        stored = Order.objects.get(pk=order.pk)
+        assert model_to_dict(stored) == model_to_dict(order)
+        assert (stored.submitted_at, stored.closed_at, stored.updated_at) == (
+            order.submitted_at, order.closed_at, order.updated_at)
+
+
 def test_execute_when_round_trip_then_sell_pnl_in_order_and_paper_orders(agent, fixed_price_feed):
     order_execute(order_id=_buy(agent, "1").pk)
     fixed_price_feed.price = D("110")

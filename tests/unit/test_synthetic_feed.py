@@ -341,3 +341,28 @@ def test_init_when_seed_not_int_then_validation_error_on_seed(seed: object) -> N
     with pytest.raises(ValidationError) as excinfo:
         SyntheticFeed(seed=seed)  # type: ignore[arg-type]
     assert excinfo.value.field == "seed"
+
+
+# -- kept answers (small windows and prices are cached) -----------------------------------
+
+
+@quick
+@given(end=times, symbol=symbols, timeframe=timeframes, limit=st.integers(min_value=1, max_value=64))
+def test_candles_when_small_window_is_kept_then_same_as_the_tail_of_a_computed_long_window(
+    end: datetime, symbol: str, timeframe: str, limit: int
+) -> None:
+    feed = SyntheticFeed(seed=11)
+    kept = feed.candles(symbol, timeframe, limit=limit, end=end)
+    again = feed.candles(symbol, timeframe, limit=limit, end=end)
+    computed = SyntheticFeed(seed=11).candles(symbol, timeframe, limit=100, end=end)  # above the kept size
+    assert kept == again == computed[-limit:]
+    kept.clear()  # a caller changing its list changes nothing kept
+    assert feed.candles(symbol, timeframe, limit=limit, end=end) == again
+
+
+def test_last_price_when_asked_again_or_by_another_seed_then_the_path_of_that_seed() -> None:
+    first, other = SyntheticFeed(seed=11), SyntheticFeed(seed=12)
+    at = END + timedelta(seconds=17, microseconds=250)
+    assert first.last_price("BTC/USDT", at) == SyntheticFeed(seed=11).last_price("BTC/USDT", at)
+    assert first.last_price("BTC/USDT", at) != other.last_price("BTC/USDT", at)
+    assert first.last_price("BTC/USDT", at) == first._price("BTC/USDT", at.timestamp())  # uncached

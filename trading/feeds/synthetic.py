@@ -21,6 +21,7 @@ is randomised per process and must not be used here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from datetime import datetime, timedelta
@@ -245,8 +246,7 @@ class SyntheticFeed:
     # -- per-symbol constants (pure functions of seed and symbol) ---------------------------
 
     def _symbol_key(self, symbol: str) -> int:
-        if not isinstance(symbol, str) or not symbol.strip():
-            raise ValidationError(f"symbol must be a non-empty string, got {symbol!r}", field="symbol")
+        _require_symbol(symbol)
         digest = hashlib.blake2b(symbol.encode("utf-8", "surrogatepass"), digest_size=8).digest()
         return _splitmix64(self._seed_key ^ int.from_bytes(digest, "big"))
 
@@ -282,6 +282,12 @@ class SyntheticFeed:
         if first_open < _FIRST_SECOND:
             raise ValidationError(f"end {end.isoformat()} leaves no room for {limit} candles", field="end")
 
+        _require_symbol(symbol)
+        if limit <= _CACHED_LIMIT:
+            return list(_recent_candles(self.seed, symbol, step, first_open, limit))
+        return self._candles(symbol, step, first_open, limit)
+
+    def _candles(self, symbol: str, step: int, first_open: int, limit: int) -> list[Candle]:
         path, quantum, key = self._path(symbol)
         volume_key = _stream_key(key, _STREAM_VOLUME, step)
         # Notional traded per second in the quote currency, per symbol: majors trade more.
@@ -320,7 +326,10 @@ class SyntheticFeed:
 
     def last_price(self, symbol: str, at: datetime) -> Decimal:
         """P(at), quantised to the symbol's tick; equals the close of a candle closing at `at`."""
-        t = _timestamp(require_aware(at, "at"))
+        _require_symbol(symbol)
+        return _price_at(self.seed, symbol, _timestamp(require_aware(at, "at")))
+
+    def _price(self, symbol: str, t: float) -> Decimal:
         path, quantum, _ = self._path(symbol)
         return _quantize(path.price(t), quantum)
 
@@ -334,6 +343,29 @@ class SyntheticFeed:
         if m > _TURBULENT_ABOVE:
             return "turbulent"
         return "normal"
+
+
+def _require_symbol(symbol: object) -> None:
+    """Checked before the caches below: an unhashable symbol must get this error, not a TypeError."""
+    if not isinstance(symbol, str) or not symbol.strip():
+        raise ValidationError(f"symbol must be a non-empty string, got {symbol!r}", field="symbol")
+
+
+# The feed is a pure function of (seed, symbol, time), so answers can be kept. One order on the
+# paper venue asks for the same price three times and the same last candle twice, and every
+# agent ticking in the same minute asks for the same closed candles: small windows (strategies'
+# warm-ups, the venue's one candle) are kept, long ones (backtests, charts) are computed.
+_CACHED_LIMIT = 64
+
+
+@functools.lru_cache(maxsize=512)
+def _recent_candles(seed: int, symbol: str, step: int, first_open: int, limit: int) -> tuple[Candle, ...]:
+    return tuple(SyntheticFeed(seed)._candles(symbol, step, first_open, limit))
+
+
+@functools.lru_cache(maxsize=256)
+def _price_at(seed: int, symbol: str, t: float) -> Decimal:
+    return SyntheticFeed(seed)._price(symbol, t)
 
 
 def _timestamp(at: datetime) -> float:

@@ -552,7 +552,7 @@ def _order_book_report(order: Order, report: VenueOrderReport, gateway: Gateway)
         if target == OrderStatus.REJECTED:
             order.reject_reason = report.reject_reason or "rejected by the venue"
             _after_reject(order.reject_reason)
-    order.save()
+    order.save(update_fields=Order.STATE_FIELDS)  # not the whole row: the ORM's cost grows with it
     return len(new_fills)
 
 
