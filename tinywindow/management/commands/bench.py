@@ -197,7 +197,8 @@ class Command(BaseCommand):
             f"Django {django.get_version()}, Celery {celery.__version__}, PostgreSQL {pg_version}, "
             f"Redis {redis_version}.\n\n"
             "Ratios compare TinyWindow with a baseline measured in the same run (these machines are shared "
-            "and noisy: absolute numbers drift, ratios hold).\n\n"
+            "and noisy: absolute numbers drift, ratios hold). Where the time goes in the scenarios that "
+            "miss their goal: docs/performance.md.\n\n"
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(header + table + "\n")
