@@ -40,7 +40,7 @@ def venue_orders_cancel(*, client_order_ids: list[str]) -> list[PaperVenueOrder]
             ]
             for balance in balances:
                 balance_release(balance, holds[(balance.account, balance.asset)])
-            balances_write(balances)
+            balances_write(balances, now=now)  # one timestamp with the orders it cancels
         PaperVenueOrder.objects.filter(pk__in=[o.pk for o in open_orders]).update(
             status=PaperVenueOrder.Status.CANCELLED, locked_amount=ZERO, updated_at=now)
     return list(
