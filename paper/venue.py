@@ -33,8 +33,17 @@ from django.db import IntegrityError, transaction
 from paper.fills import FillModel, buy_affordable, fill_fee
 from paper.markets import PAPER_MARKETS, paper_market
 from paper.models import PaperOrder, PaperVenueOrder
-from paper.services.balances import AccountBalances, balance_credit, balance_hold, balance_release, balance_spend
+from paper.services.balances import (
+    AccountBalances,
+    balance_credit,
+    balance_hold,
+    balance_release,
+    balance_spend,
+    balances_lock_accounts,
+    balances_save,
+)
 from tinywindow.fields import ZERO
+from tinywindow.rows import rows_update
 from trading.feeds.base import Feed
 from trading.gateways.base import Market, OrderRequest, VenueFill, VenueOrderReport
 
@@ -83,32 +92,47 @@ class PaperVenue:
                 return self.report(existing)
         try:
             with transaction.atomic(savepoint=not new):
-                venue_order = PaperVenueOrder.objects.create(
-                    client_order_id=request.client_order_id, account=request.account or self.account,
-                    symbol=request.symbol, side=request.side, order_type=request.order_type,
-                    quantity=request.quantity, price=request.price,
-                )
-                trades: list[PaperOrder] = []  # a new order's trades are all made here: no need to read them back
-                code, reason = self._refusal(request, now=now)
-                balances = self._balances(venue_order) if not code else None
-                if not code:
-                    code, reason = self._hold_funds(venue_order, now=now, balances=balances)
-                if code:
-                    venue_order.status = Status.REJECTED
-                    venue_order.reject_code, venue_order.reject_reason = code, reason
-                else:
-                    trade = self._match(venue_order, now=now, balances=balances)
-                    trades += [trade] if trade else []
-                if balances is not None:
-                    balances.save()
-                venue_order.save(update_fields=VENUE_ORDER_STATE)
+                return self._submit_new([request], now=now)[0]
         except IntegrityError:
             if new:
                 raise  # the caller's promise was wrong: its transaction fails, nothing trades twice
             # Two deliveries raced on the same client_order_id: the other one won.
             venue_order = PaperVenueOrder.objects.get(client_order_id=request.client_order_id)
             return self.report(venue_order)
-        return self.report(venue_order, trades=trades)
+
+    def submit_many(self, requests: list[OrderRequest], *, now: datetime) -> list[VenueOrderReport]:
+        """`submit(new=True)` for several orders at once, in order, in the caller's transaction:
+        one insert of the venue orders, one lock of every account's balances, one insert of the
+        trades, one write of the balances and one of the orders, however many orders there are.
+        The caller vouches for every client id as for `new` (a duplicate fails its transaction)."""
+        return self._submit_new(requests, now=self._simulate_latency(now))
+
+    def _submit_new(self, requests: list[OrderRequest], *, now: datetime) -> list[VenueOrderReport]:
+        venue_orders = PaperVenueOrder.objects.bulk_create([
+            PaperVenueOrder(client_order_id=r.client_order_id, account=r.account or self.account, symbol=r.symbol,
+                            side=r.side, order_type=r.order_type, quantity=r.quantity, price=r.price)
+            for r in requests
+        ])
+        refusals = [self._refusal(request, now=now) for request in requests]
+        accepted = [v for v, (code, _) in zip(venue_orders, refusals, strict=True) if not code]
+        books = self._balances_many(accepted)
+        trades: list[PaperOrder] = []  # a new order's trades are all made here: no need to read them back
+        trades_of: dict[int, list[PaperOrder]] = {}
+        for venue_order, (code, reason) in zip(venue_orders, refusals, strict=True):
+            balances = books.get(venue_order.account) if not code else None
+            if balances is not None:
+                code, reason = self._hold_funds(venue_order, now=now, balances=balances)
+            if code:
+                venue_order.status = Status.REJECTED
+                venue_order.reject_code, venue_order.reject_reason = code, reason
+                continue
+            trade = self._match(venue_order, now=now, balances=balances)
+            trades_of[venue_order.pk] = [trade] if trade else []
+            trades += trades_of[venue_order.pk]
+        PaperOrder.objects.bulk_create(trades)
+        balances_save(books.values(), now=now)
+        rows_update(venue_orders, VENUE_ORDER_STATE, now=now)
+        return [self.report(v, trades=trades_of.get(v.pk, [])) for v in venue_orders]
 
     def fetch(self, client_order_id: str) -> VenueOrderReport | None:
         self._simulate_latency(None)
@@ -129,8 +153,10 @@ class PaperVenue:
                 venue_order.save(update_fields=["status", "locked_amount", "updated_at"])
         return self.report(venue_order)
 
-    def set_trade_pnl(self, trade_id: str, pnl: Decimal) -> None:
-        PaperOrder.objects.filter(trade_id=trade_id).update(pnl=pnl)
+    def set_trade_pnl(self, pnls: Mapping[str, Decimal]) -> None:
+        """Store the realized PnL the books worked out for these trades (trade id -> PnL), one UPDATE."""
+        rows_update([PaperOrder(trade_id=trade_id, pnl=pnl) for trade_id, pnl in pnls.items()], ("pnl",),
+                    key="trade_id")
 
     def match_open_orders(self, *, now: datetime) -> list[str]:
         """One matching pass over every open order; returns the client ids that traded or ended.
@@ -152,7 +178,9 @@ class PaperVenue:
                 before = (venue_order.filled_quantity, venue_order.status)
                 state = [getattr(venue_order, f) for f in VENUE_ORDER_STATE]
                 balances = self._balances(venue_order)
-                self._match(venue_order, now=now, balances=balances)
+                trade = self._match(venue_order, now=now, balances=balances)
+                if trade is not None:
+                    trade.save()
                 balances.save()
                 if [getattr(venue_order, f) for f in VENUE_ORDER_STATE] != state:
                     venue_order.save(update_fields=VENUE_ORDER_STATE)
@@ -182,10 +210,15 @@ class PaperVenue:
 
     def _balances(self, venue_order: PaperVenueOrder) -> AccountBalances:
         """The order's account's base and quote rows, locked for this operation (after the order's own row)."""
-        market = paper_market(venue_order.symbol)
-        account = venue_order.account
-        funding = (lambda: self.funding(account)) if self.funding is not None else None
-        return AccountBalances(account=account, assets=[market.base, market.quote], funding=funding)
+        return self._balances_many([venue_order])[venue_order.account]
+
+    def _balances_many(self, venue_orders: list[PaperVenueOrder]) -> dict[str, AccountBalances]:
+        """Each order's account's base and quote rows, all locked with one query (account, asset order)."""
+        wanted: dict[str, set[str]] = {}
+        for venue_order in venue_orders:
+            market = paper_market(venue_order.symbol)
+            wanted.setdefault(venue_order.account, set()).update((market.base, market.quote))
+        return balances_lock_accounts(wanted, funding=self.funding)
 
     def _hold_funds(self, venue_order: PaperVenueOrder, *, now: datetime,
                     balances: AccountBalances) -> tuple[str, str]:
@@ -222,7 +255,8 @@ class PaperVenue:
     # --- matching -------------------------------------------------------------------------
     def _match(self, venue_order: PaperVenueOrder, *, now: datetime, balances: AccountBalances) -> PaperOrder | None:
         """Trade what this order can trade now; returns the trade made, if any. Called under the
-        order's row lock; changes the order and the balances in memory (the caller saves them)."""
+        order's row lock; changes the order and the balances in memory and makes the trade
+        unsaved (the caller saves all three)."""
         market = paper_market(venue_order.symbol)
         remaining = venue_order.quantity - venue_order.filled_quantity
         if remaining <= 0 or venue_order.status != Status.OPEN:
@@ -270,7 +304,7 @@ class PaperVenue:
             balance_credit(quote, quantity * price - fee)
         # Trades are made only here, each adding to filled_quantity: nothing filled, no trades yet.
         number = venue_order.trades.count() + 1 if venue_order.filled_quantity else 1
-        trade = PaperOrder.objects.create(
+        trade = PaperOrder(  # saved by the caller, with the operation's other trades
             venue_order=venue_order, trade_id=f"{venue_order.venue_order_id}-{number}",
             client_order_id=venue_order.client_order_id, account=venue_order.account, symbol=venue_order.symbol,
             side=venue_order.side, quantity=quantity, price=price, fee=fee, fee_currency=market.quote,

@@ -1,12 +1,19 @@
-"""Row locks for read-modify-write, taken in one fixed order: order, then position.
+"""Row locks for read-modify-write, taken in one fixed order: orders, then positions.
 
 Every service that changes an order and its position goes through these helpers, so two
-workers can never lock the same pair in opposite orders (no deadlocks).
+workers can never lock the same pair in opposite orders (no deadlocks). Several positions are
+locked with one query, sorted by (agent, symbol): two batches that share positions take them
+in the same order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from tinywindow.rows import rows_lock
 from trading.models import Order, Position
+
+PositionKey = tuple[int, str]  # (agent id, symbol)
 
 
 def lock_order(order_id: int) -> Order:
@@ -15,8 +22,15 @@ def lock_order(order_id: int) -> Order:
 
 def lock_position(*, agent_id: int, symbol: str) -> Position:
     """Lock the agent's position in `symbol`, creating it (flat) first if it has none."""
-    position = Position.objects.select_for_update().filter(agent_id=agent_id, symbol=symbol).first()
-    if position is not None:  # the usual case: one query
-        return position
-    Position.objects.get_or_create(agent_id=agent_id, symbol=symbol)
-    return Position.objects.select_for_update().get(agent_id=agent_id, symbol=symbol)
+    return lock_positions([(agent_id, symbol)])[(agent_id, symbol)]
+
+
+def lock_positions(keys: Iterable[PositionKey]) -> dict[PositionKey, Position]:
+    """Lock these positions (one query), creating the missing ones (flat) first."""
+    wanted = set(keys)
+    found = {(p.agent_id, p.symbol): p for p in rows_lock(Position, ("agent_id", "symbol"), wanted)}
+    if len(found) < len(wanted):  # an agent's first trade in a symbol
+        Position.objects.bulk_create([Position(agent_id=a, symbol=s) for a, s in sorted(wanted - found.keys())],
+                                     ignore_conflicts=True)  # another worker may be creating it too
+        found = {(p.agent_id, p.symbol): p for p in rows_lock(Position, ("agent_id", "symbol"), wanted)}
+    return found

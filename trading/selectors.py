@@ -23,6 +23,18 @@ def _trim(value: Decimal) -> Decimal:
     return value.normalize()
 
 
+ORDER_STATUS_SQL = f"SELECT status FROM {Order._meta.db_table} WHERE id = %s"  # noqa: S608 - a constant
+
+
+def order_status(order_id: int) -> str | None:
+    """The order's status, None when there is no such order: one plain query, no model built
+    (every `execute_order` delivery asks it first; under a backlog most find the order done)."""
+    with connection.cursor() as cursor:
+        cursor.execute(ORDER_STATUS_SQL, [order_id])
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
 def candle_from_row(row: CandleRow) -> Candle:
     return Candle(ts=row.ts, open=_trim(row.open), high=_trim(row.high), low=_trim(row.low),
                   close=_trim(row.close), volume=_trim(row.volume))

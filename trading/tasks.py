@@ -17,6 +17,8 @@ from tinywindow import metrics
 from tinywindow.exceptions import TemporaryExchangeError, TinyWindowError
 from tinywindow.redis_client import get_redis
 from trading.models import Agent, Order
+from trading.order_states import OrderStatus
+from trading.selectors import order_status
 from trading.services.agents import agent_tick
 from trading.services.orders import order_execute, orders_execute_batch
 from trading.services.performance import agent_performance_update
@@ -125,6 +127,11 @@ def execute_order(self, order_id: int) -> None:
     reconciliation picks it up the same way.
     """
     try:
+        # Unlocked look first: under a backlog most deliveries find their order sent by another
+        # delivery's batch (group commit, see order_execute) and stop after this one query. A
+        # status past `submitted` is final, so it cannot change back meanwhile.
+        if order_status(order_id) not in (OrderStatus.PENDING, OrderStatus.SUBMITTED, None):
+            return
         order_execute(order_id=order_id)
     except Order.DoesNotExist:
         logger.warning("execute_order: order %s does not exist", order_id)

@@ -329,7 +329,7 @@ def breakers_check_if_overdue(*, interval_seconds: int, now: datetime | None = N
     return True
 
 
-def breakers_check_soon(kinds: Iterable[str], *, agent_id: int | None = None) -> None:
+def breakers_check_soon(kinds: Iterable[str], *, agent_id: int | None = None, agent_ids: Iterable[int] = ()) -> None:
     """Evaluate these breakers now on the safety queue (after a fill, an API error, a reject).
 
     Throttled to once a second per set of kinds: a burst of rejects is one check, not a
@@ -339,17 +339,19 @@ def breakers_check_soon(kinds: Iterable[str], *, agent_id: int | None = None) ->
     activation's enforcement). `breakers_check_started` clears the mark when the check starts;
     a lost message's mark expires, and the periodic check runs meanwhile.
     `agent_id`: the event was this agent's (a fill): it joins the set of agents the next check
-    measures (agent-scoped breakers), whether or not this call queues that check. Without it
-    the check measures every agent (a reject, an API error).
+    measures (agent-scoped breakers), whether or not this call queues that check; `agent_ids`:
+    several agents' (a batch of fills). Without either the check measures every agent (a
+    reject, an API error).
     Never raises: the event that triggered it already happened.
     """
     kinds = sorted(kinds)
     key = ",".join(kinds)
     try:
         redis_client = get_redis()
-        if agent_id is not None:  # before the throttle: a throttled event's agent is measured by the queued check
+        agents = [*([agent_id] if agent_id is not None else []), *agent_ids]
+        if agents:  # before the throttle: a throttled event's agent is measured by the queued check
             agents_key = CHECK_AGENTS_KEY.format(kinds=key)
-            redis_client.pipeline(transaction=False).sadd(agents_key, agent_id).expire(
+            redis_client.pipeline(transaction=False).sadd(agents_key, *agents).expire(
                 agents_key, CHECK_QUEUED_TTL_SECONDS * 4).execute()
         if not redis_client.set(f"tinywindow:breakers:check_soon:{key}", "1", nx=True, px=1000):
             return
@@ -357,7 +359,7 @@ def breakers_check_soon(kinds: Iterable[str], *, agent_id: int | None = None) ->
             return  # one is already waiting
         from safety.tasks import check_breakers
 
-        check_breakers.delay(kinds=kinds, scoped=agent_id is not None)
+        check_breakers.delay(kinds=kinds, scoped=bool(agents))
     except Exception as exc:  # Redis or broker down: the periodic check still runs
         logger.warning("inline breaker check not queued: %s", exc)
 

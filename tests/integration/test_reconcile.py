@@ -114,7 +114,9 @@ def test_engine_start_when_pending_order_was_never_enqueued_then_reconcile_sends
     Order.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(seconds=90))
     fresh = _buy(agent, "0.01", enqueue=False)  # younger than RECONCILE_STALE_SECONDS: may still be on its way
 
-    worker = start_worker("execution", name="engine", concurrency=1)
+    # One order per delivery: with group commit the lost order's delivery would also send the fresh
+    # one (as its own delivery would), and this test is about what reconciliation picks.
+    worker = start_worker("execution", name="engine", concurrency=1, extra_env={"EXECUTION_BATCH_MAX": "1"})
     wait_for_worker(worker)
 
     wait_until(lambda: Order.objects.get(pk=lost.pk).status == OrderStatus.EXECUTED, timeout=30,

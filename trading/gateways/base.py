@@ -6,6 +6,7 @@ them apart. Gateways raise only TinyWindow's `ExchangeError` subclasses.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
@@ -104,8 +105,9 @@ class Gateway(Protocol):
 
     def cancel_order(self, client_order_id: str, symbol: str) -> VenueOrderReport | None: ...
 
-    def record_realized_pnl(self, trade_id: str, pnl: Decimal) -> None:
-        """Let a venue that keeps per-trade PnL (the paper venue) store it; others ignore it."""
+    def record_realized_pnl(self, pnls: Mapping[str, Decimal]) -> None:
+        """Let a venue that keeps per-trade PnL (the paper venue) store it (trade id -> PnL, the
+        trades of one booking at once); others ignore it."""
         ...
 
 

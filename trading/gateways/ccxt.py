@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -329,7 +329,7 @@ class CcxtGateway:
             return self.fetch_order(client_order_id, symbol)
         return self._report(order, symbol, client_order_id)
 
-    def record_realized_pnl(self, trade_id: str, pnl: Decimal) -> None:
+    def record_realized_pnl(self, pnls: Mapping[str, Decimal]) -> None:
         """A real exchange keeps no PnL of ours."""
 
     # --- account (reconciliation; the protocol's optional part) ----------------------------------

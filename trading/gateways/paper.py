@@ -9,7 +9,7 @@ order with the agent's capital in the quote currency (see `paper_account_funding
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
@@ -22,7 +22,7 @@ from paper.services.balances import paper_balances
 from paper.venue import REJECT_INSUFFICIENT_FUNDS, PaperVenue
 from safety.services.stats import api_call_record
 from tinywindow import metrics
-from tinywindow.exceptions import InsufficientFunds, InvalidOrder
+from tinywindow.exceptions import InsufficientFunds, InvalidOrder, PermanentExchangeError
 from tinywindow.fields import ZERO
 from trading.feeds.base import Feed
 from trading.gateways.base import Market, OrderRequest, VenueOrderReport, VenueTrade
@@ -93,13 +93,27 @@ class PaperGateway:
     def submit_order(self, request: OrderRequest, *, new: bool = False) -> VenueOrderReport:
         """`new`: see PaperVenue.submit (the order services' local path, for a `pending` order it holds)."""
         report = self._timed("create_order", lambda: self.venue.submit(request, now=timezone.now(), new=new))
-        if report.status == "rejected" and not report.fills:
-            # What a real exchange answers with an error; the order services reject the order.
-            funds = report.reject_code == REJECT_INSUFFICIENT_FUNDS
-            exc, kind = (InsufficientFunds, "insufficient_funds") if funds else (InvalidOrder, "invalid_order")
-            metrics.API_ERRORS.labels(self.exchange, "create_order", kind).inc()
-            raise exc(report.reject_reason or "refused by the paper venue")
+        refused = self._refused(report)
+        if refused is not None:
+            raise refused
         return report
+
+    def submit_orders(self, requests: list[OrderRequest]) -> list[VenueOrderReport | PermanentExchangeError]:
+        """Several new orders in one venue operation (`PaperVenue.submit_many`): for each, in order,
+        the venue's report, or the error a real exchange would have answered (not raised: the
+        others went through). One API call for the batch, like a batch endpoint."""
+        reports = self._timed("create_order", lambda: self.venue.submit_many(requests, now=timezone.now()))
+        return [self._refused(report) or report for report in reports]
+
+    def _refused(self, report: VenueOrderReport) -> PermanentExchangeError | None:
+        """What a real exchange answers with an error for an order the venue refused (the order
+        services then reject the order); None for an accepted order."""
+        if report.status != "rejected" or report.fills:
+            return None
+        funds = report.reject_code == REJECT_INSUFFICIENT_FUNDS
+        exc, kind = (InsufficientFunds, "insufficient_funds") if funds else (InvalidOrder, "invalid_order")
+        metrics.API_ERRORS.labels(self.exchange, "create_order", kind).inc()
+        return exc(report.reject_reason or "refused by the paper venue")
 
     def fetch_order(self, client_order_id: str, symbol: str) -> VenueOrderReport | None:
         return self._timed("fetch_order", lambda: self.venue.fetch(client_order_id))
@@ -117,8 +131,8 @@ class PaperGateway:
             reports[venue_order.client_order_id] = self.venue.report(venue_order)
         return reports
 
-    def record_realized_pnl(self, trade_id: str, pnl: Decimal) -> None:
-        self.venue.set_trade_pnl(trade_id, pnl)
+    def record_realized_pnl(self, pnls: Mapping[str, Decimal]) -> None:
+        self.venue.set_trade_pnl(pnls)
 
     def fetch_balances(self, account: str = "") -> dict[str, Decimal]:
         """The account's holdings by asset, free + locked (the gateway protocol's optional part)."""

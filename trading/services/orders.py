@@ -16,9 +16,10 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
@@ -30,9 +31,10 @@ from tinywindow import metrics
 from tinywindow.exceptions import PermanentExchangeError, SafetyStateUnknown, TradingHalted, ValidationError
 from tinywindow.faults import crash_point
 from tinywindow.fields import ZERO
+from tinywindow.rows import rows_update
 from trading.gateways import gateway_for
 from trading.gateways.base import Gateway, OrderRequest, VenueOrderReport, gateway_cancel_orders, venue_account
-from trading.lock_objects import lock_order, lock_position
+from trading.lock_objects import lock_order, lock_positions
 from trading.models import Agent, Fill, Order, OrderOrigin, OrderSide, OrderType, Position
 from trading.order_states import OPEN_STATUSES, OrderStatus, check_transition
 from trading.services.positions import position_apply_fill
@@ -270,6 +272,10 @@ def order_execute(*, order_id: int, gateway: Gateway | None = None, gate: Tradin
     order `submitted` but not yet at the venue, and send it a second time — a venue that
     forgets client order ids of filled orders (Binance only refuses duplicates of open ones)
     would then fill it twice.
+
+    On a venue in this database (paper) a delivery also sends other queued `pending` orders in
+    its transaction (`_claim_pending_orders`): under a backlog one venue operation and one
+    booking serve a batch, and those orders' own deliveries find them done.
     """
     if gate is None:
         order = _order_execute_local(order_id=order_id, gateway=gateway)
@@ -297,7 +303,7 @@ def _order_execute_local(*, order_id: int, gateway: Gateway | None) -> Order | N
     - `submitted` is not committed on its own before the send: the venue's books are in this
       transaction, so a crash rolls the venue order and the books back together and leaves the
       order `pending`, sent again by the next delivery or by reconciliation;
-    - the order is locked once, the venue's report applied to it (`_order_book_report`) and
+    - the order is locked once, the venue's report applied to it (`_orders_book_reports`) and
       written once.
     """
     with transaction.atomic():
@@ -306,42 +312,91 @@ def _order_execute_local(*, order_id: int, gateway: Gateway | None) -> Order | N
         gateway = gateway or gateway_for(order.exchange)
         if not _shares_database(gateway):
             return None
-        new_fills = _order_send_locked(order, gateway, gate)
-    _log_fills(order, new_fills)
+        orders = [order]
+        if order.status == OrderStatus.PENDING:
+            orders += _claim_pending_orders(exchange=order.exchange, besides=order.pk)
+        _orders_send_locked(orders, gateway, gate)
     return order
+
+
+def _claim_pending_orders(*, exchange: str, besides: int) -> list[Order]:
+    """Other `pending` orders for the same in-database venue that no other worker holds, to send
+    in this transaction (group commit; at most EXECUTION_BATCH_MAX - 1 of them, oldest first).
+
+    Under a backlog every delivery would otherwise pay the gate, the safety read, the locks and
+    the commit for one order; here the first delivery sends the queued ones with one venue
+    operation and one booking, and their own deliveries later find them done. `SKIP LOCKED`:
+    an order another worker is sending (or claiming) is left to it. Only the orders are locked
+    (`of self`): locking their agents too would make a batch skip every order of an agent whose
+    other order is being sent. Orders older than RECONCILE_STALE_SECONDS are left to
+    reconciliation, which decides whether a stale decision is still sent.
+    """
+    limit = settings.EXECUTION_BATCH_MAX - 1
+    if limit <= 0:
+        return []
+    since = timezone.now() - timedelta(seconds=settings.RECONCILE_STALE_SECONDS)
+    return list(Order.objects.select_for_update(skip_locked=True, of=("self",)).select_related("agent")
+                .filter(status=OrderStatus.PENDING, exchange=exchange, created_at__gte=since)
+                .exclude(pk=besides).order_by("pk")[:limit])
 
 
 def _shares_database(gateway: Gateway) -> bool:
     return bool(getattr(gateway, "shares_database", False))
 
 
-def _order_send_locked(order: Order, gateway: Gateway, gate: TradingGate) -> int:
-    """Check, send and book one order the caller holds locked, inside the caller's transaction,
-    to a venue in this database (see `_order_execute_local`). Returns the number of new fills."""
-    if order.status not in (OrderStatus.PENDING, OrderStatus.SUBMITTED):
-        return 0  # already handled by an earlier delivery
-    report = None
-    if order.status == OrderStatus.SUBMITTED:
-        # Left `submitted` by an older version's batch, which committed that before its sends and
-        # may have died after: the venue may have it. Ask before sending again.
-        report = gateway.fetch_order(order.client_order_id, order.symbol)
-    if report is None:
+def _orders_send_locked(orders: list[Order], gateway: Gateway, gate: TradingGate) -> None:
+    """Check, send and book orders the caller holds locked, inside the caller's transaction, to
+    one venue in this database (see `_order_execute_local`): the new ones in one venue operation
+    (`submit_orders`) and one booking (`_orders_book_reports`)."""
+    to_send: list[Order] = []
+    reports: list[tuple[Order, VenueOrderReport]] = []
+    now = timezone.now()
+    for order in orders:
+        if order.status == OrderStatus.SUBMITTED:
+            # Left `submitted` by an older version's batch, which committed that before its sends and
+            # may have died after: the venue may have it. Ask before sending again.
+            report = gateway.fetch_order(order.client_order_id, order.symbol)
+            if report is None:
+                report = _order_resend_locked(order, gateway, gate)
+            if report is not None:
+                reports.append((order, report))
+            continue
+        if order.status != OrderStatus.PENDING:
+            continue  # already handled by an earlier delivery
         refusal = gate.refusal(order)
         if refusal:
             _order_reject_locked(order, refusal)
-            return 0
+            continue
         # A `pending` order never reached the venue: its send and its `submitted` commit together.
-        new = order.status == OrderStatus.PENDING
-        if new:
-            order_transition(order, OrderStatus.SUBMITTED)
-            order.submitted_at = timezone.now()
-        try:
-            report = gateway.submit_order(order_request(order), new=new)
-        except PermanentExchangeError as exc:
-            # The venue's refusal (a rejected venue order) is kept: it is part of this transaction.
-            _order_reject_locked(order, f"venue refused: {exc}")
-            return 0
-    return _order_book_report(order, report, gateway)
+        order_transition(order, OrderStatus.SUBMITTED)
+        order.submitted_at = now
+        to_send.append(order)
+    if to_send:
+        outcomes = gateway.submit_orders([order_request(order) for order in to_send])
+        if len(to_send) > 1:
+            logger.info("group commit: %s orders sent to %s in one transaction", len(to_send), gateway.exchange)
+        for order, outcome in zip(to_send, outcomes, strict=True):
+            if isinstance(outcome, PermanentExchangeError):
+                # The venue's refusal (a rejected venue order) is kept: it is part of this transaction.
+                _order_reject_locked(order, f"venue refused: {outcome}")
+            else:
+                reports.append((order, outcome))
+    new_fills = _orders_book_reports(reports, gateway)
+    for (order, _), count in zip(reports, new_fills, strict=True):
+        _log_fills(order, count)
+
+
+def _order_resend_locked(order: Order, gateway: Gateway, gate: TradingGate) -> VenueOrderReport | None:
+    """Send again a `submitted` order the venue does not know (see `_orders_send_locked`)."""
+    refusal = gate.refusal(order)
+    if refusal:
+        _order_reject_locked(order, refusal)
+        return None
+    try:
+        return gateway.submit_order(order_request(order), new=False)
+    except PermanentExchangeError as exc:
+        _order_reject_locked(order, f"venue refused: {exc}")
+        return None
 
 
 def _order_execute(*, order_id: int, gateway: Gateway | None, gate: TradingGate | None) -> Order:
@@ -417,14 +472,17 @@ def orders_execute_batch(*, order_ids: list[int]) -> list[Order]:
 
 def _orders_execute_local(*, order_ids: list[int], gateways: dict[str, Gateway]) -> None:
     """A batch for venues in this database: every order locked at once, checked against the safety
-    state read once under the gate, sent and booked — all in one transaction (`_order_send_locked`
-    for each), so the batch costs one commit and about a dozen queries per order."""
+    state read once under the gate, sent and booked — all in one transaction, one venue operation
+    and one booking per venue (`_orders_send_locked`), so the batch costs a handful of queries."""
     with transaction.atomic():
         gate = trading_gate_in_transaction()
         locked = (Order.objects.select_for_update().select_related("agent")
                   .filter(pk__in=order_ids, status__in=[OrderStatus.PENDING, OrderStatus.SUBMITTED]).order_by("pk"))
+        by_exchange: dict[str, list[Order]] = {}
         for order in locked:
-            _order_send_locked(order, gateways[order.exchange], gate)
+            by_exchange.setdefault(order.exchange, []).append(order)
+        for exchange, orders in by_exchange.items():
+            _orders_send_locked(orders, gateways[exchange], gate)
 
 
 def _orders_execute_remote(*, order_ids: list[int]) -> None:
@@ -505,55 +563,81 @@ def _log_fills(order: Order, new_fills: int) -> None:
 
 def _order_book_report(order: Order, report: VenueOrderReport, gateway: Gateway) -> int:
     """Apply a venue report to an order the caller holds locked; saves it. Returns the number of new fills."""
+    return _orders_book_reports([(order, report)], gateway)[0]
+
+
+def _orders_book_reports(reports: list[tuple[Order, VenueOrderReport]], gateway: Gateway) -> list[int]:
+    """Apply venue reports to orders the caller holds locked, in order, and write them: new fills,
+    positions (locked together, `lock_positions`), the trades' PnL at the venue, the orders' state —
+    one statement each, however many orders. Returns the number of new fills of each order.
+
+    Two orders of one agent in one symbol move the same position object, one after the other,
+    as two bookings in a row would.
+    """
     # Fills are only ever written here, each adding to filled_quantity: an order with nothing
     # filled has no fills yet, and the query for the known ones can be skipped.
-    known = (set(Fill.objects.filter(order=order).values_list("trade_id", flat=True))
-             if order.filled_quantity else set())
-    new_fills = [f for f in report.fills if f.trade_id not in known]
-    position = lock_position(agent_id=order.agent_id, symbol=order.symbol) if new_fills else None
-    notional = (order.average_fill_price or ZERO) * order.filled_quantity
+    filled_before = [order.pk for order, _ in reports if order.filled_quantity]
+    known: dict[int, set[str]] = {}
+    for order_id, trade_id in (Fill.objects.filter(order_id__in=filled_before).values_list("order_id", "trade_id")
+                               if filled_before else ()):
+        known.setdefault(order_id, set()).add(trade_id)
+    new_fills = [[f for f in report.fills if f.trade_id not in known.get(order.pk, ())] for order, report in reports]
+    booked = zip(reports, new_fills, strict=True)
+    positions = lock_positions({(order.agent_id, order.symbol) for (order, _), fills in booked if fills})
     fills: list[Fill] = []
-    for venue_fill in new_fills:
-        change = position_apply_fill(
-            quantity=position.quantity, average_price=position.average_price, side=order.side,
-            fill_quantity=venue_fill.quantity, fill_price=venue_fill.price, fee=venue_fill.fee,
-        )
-        fills.append(Fill(
-            order=order, exchange=order.exchange, trade_id=venue_fill.trade_id, symbol=order.symbol,
-            side=order.side, quantity=venue_fill.quantity, price=venue_fill.price, fee=venue_fill.fee,
-            fee_currency=venue_fill.fee_currency, liquidity=venue_fill.liquidity,
-            realized_pnl=change.realized_pnl, executed_at=venue_fill.executed_at,
-        ))
-        position.quantity, position.average_price = change.quantity, change.average_price
-        position.realized_pnl += change.realized_pnl
-        position.fees_paid += venue_fill.fee
-        if order.filled_quantity == 0:
-            metrics.TICK_TO_FILL.observe(max(0.0, (venue_fill.executed_at - order.created_at).total_seconds()))
-        order.filled_quantity += venue_fill.quantity
-        order.fee += venue_fill.fee
-        order.pnl += change.realized_pnl
-        notional += venue_fill.quantity * venue_fill.price
-        gateway.record_realized_pnl(venue_fill.trade_id, change.realized_pnl)
-        metrics.FILLS.labels(order.agent.name, order.symbol, order.mode).inc()
-    if position is not None:
+    pnls: dict[str, Decimal] = {}
+    partly_filled: list[Order] = []
+    for (order, report), venue_fills in zip(reports, new_fills, strict=True):
+        position = positions.get((order.agent_id, order.symbol))
+        notional = (order.average_fill_price or ZERO) * order.filled_quantity
+        for venue_fill in venue_fills:
+            change = position_apply_fill(
+                quantity=position.quantity, average_price=position.average_price, side=order.side,
+                fill_quantity=venue_fill.quantity, fill_price=venue_fill.price, fee=venue_fill.fee,
+            )
+            fills.append(Fill(
+                order=order, exchange=order.exchange, trade_id=venue_fill.trade_id, symbol=order.symbol,
+                side=order.side, quantity=venue_fill.quantity, price=venue_fill.price, fee=venue_fill.fee,
+                fee_currency=venue_fill.fee_currency, liquidity=venue_fill.liquidity,
+                realized_pnl=change.realized_pnl, executed_at=venue_fill.executed_at,
+            ))
+            position.quantity, position.average_price = change.quantity, change.average_price
+            position.realized_pnl += change.realized_pnl
+            position.fees_paid += venue_fill.fee
+            if order.filled_quantity == 0:
+                metrics.TICK_TO_FILL.observe(max(0.0, (venue_fill.executed_at - order.created_at).total_seconds()))
+            order.filled_quantity += venue_fill.quantity
+            order.fee += venue_fill.fee
+            order.pnl += change.realized_pnl
+            notional += venue_fill.quantity * venue_fill.price
+            pnls[venue_fill.trade_id] = change.realized_pnl
+            metrics.FILLS.labels(order.agent.name, order.symbol, order.mode).inc()
+        if order.filled_quantity > 0:
+            order.average_fill_price = notional / order.filled_quantity
+        order.venue_order_id = report.venue_order_id or order.venue_order_id
+        target = _status_from_report(order, report)
+        if target == OrderStatus.PARTIALLY_FILLED and venue_fills:
+            partly_filled.append(order)
+        if target != order.status:
+            order_transition(order, target)
+            if target == OrderStatus.REJECTED:
+                order.reject_reason = report.reject_reason or "rejected by the venue"
+                _after_reject(order.reject_reason)
+    if fills:
         Fill.objects.bulk_create(fills)
-        position.save(update_fields=["quantity", "average_price", "realized_pnl", "fees_paid", "updated_at"])
-        agent_id = order.agent_id
+        rows_update(list(positions.values()), POSITION_STATE_FIELDS)
+        gateway.record_realized_pnl(pnls)
+        agent_ids = sorted({agent_id for agent_id, _ in positions})
         transaction.on_commit(lambda: breakers_check_soon(["daily_loss", "consecutive_losses", "drawdown"],
-                                                          agent_id=agent_id))
-    if order.filled_quantity > 0:
-        order.average_fill_price = notional / order.filled_quantity
-    order.venue_order_id = report.venue_order_id or order.venue_order_id
-    target = _status_from_report(order, report)
-    if target == OrderStatus.PARTIALLY_FILLED and new_fills:
+                                                          agent_ids=agent_ids))
+    rows_update([order for order, _ in reports], Order.STATE_FIELDS)  # not the whole row: the ORM's cost grows with it
+    for order in partly_filled:
         crash_point("order.partial_fill", key=order.client_order_id)  # fills written, not committed
-    if target != order.status:
-        order_transition(order, target)
-        if target == OrderStatus.REJECTED:
-            order.reject_reason = report.reject_reason or "rejected by the venue"
-            _after_reject(order.reject_reason)
-    order.save(update_fields=Order.STATE_FIELDS)  # not the whole row: the ORM's cost grows with it
-    return len(new_fills)
+    return [len(venue_fills) for venue_fills in new_fills]
+
+
+# What booking a fill changes in a position.
+POSITION_STATE_FIELDS = ("quantity", "average_price", "realized_pnl", "fees_paid", "updated_at")
 
 
 def _status_from_report(order: Order, report: VenueOrderReport) -> str:

@@ -1,0 +1,56 @@
+"""tinywindow.rows: set-based writes that store what save() stores, and locks in a fixed order."""
+
+from decimal import Decimal
+
+import pytest
+from django.forms.models import model_to_dict
+
+from paper.models import PaperBalance, PaperOrder, PaperVenueOrder
+from tinywindow.rows import has_save_signals, rows_lock, rows_update
+from trading.lock_objects import lock_positions
+from trading.models import Order, Position
+
+pytestmark = pytest.mark.django_db
+D = Decimal
+
+
+def test_written_models_when_checked_then_nothing_listens_to_their_saves():
+    # rows_update sends no signals: a listener added to one of these models would be skipped.
+    for model in (Order, Position, PaperBalance, PaperVenueOrder, PaperOrder):
+        assert not has_save_signals(model), model
+
+
+def test_update_when_values_need_conversion_then_stored_as_save_would(agent):
+    a, b = (Position.objects.create(agent=agent, symbol=s) for s in ("BTC/USDT", "ETH/USDT"))
+    a.quantity, a.average_price, a.realized_pnl = D("0.123456789012345"), D("61234.5"), D("-1.25")
+    b.quantity, b.fees_paid = D("2"), D("0.000000000001")
+    before = b.updated_at
+    assert rows_update([a, b], ("quantity", "average_price", "realized_pnl", "fees_paid", "updated_at")) == 2
+    assert b.updated_at > before  # auto_now stamped, in memory too
+    for position in (a, b):
+        stored = Position.objects.get(pk=position.pk)
+        position.save()  # what the ORM stores for the same values
+        saved = Position.objects.get(pk=position.pk)
+        assert model_to_dict(stored) == model_to_dict(saved)
+
+
+def test_update_when_keyed_by_unique_field_then_only_those_rows(agent):
+    venue = PaperVenueOrder.objects.create(client_order_id="c1", account="x", symbol="BTC/USDT", side="buy",
+                                           order_type="market", quantity=D("1"))
+    trades = [PaperOrder.objects.create(venue_order=venue, trade_id=f"T-{i}", client_order_id="c1", account="x",
+                                        symbol="BTC/USDT", side="buy", quantity=D("1"), price=D("1"))
+              for i in range(3)]
+    rows_update([PaperOrder(trade_id="T-0", pnl=D("1.5")), PaperOrder(trade_id="T-2", pnl=D("-2"))], ("pnl",),
+                key="trade_id")
+    assert [PaperOrder.objects.get(pk=t.pk).pnl for t in trades] == [D("1.5"), None, D("-2")]
+    assert rows_update([], ("pnl",)) == 0
+
+
+def test_lock_when_positions_missing_then_created_flat_and_all_returned(agent):
+    Position.objects.create(agent=agent, symbol="BTC/USDT", quantity=D("1"))
+    locked = lock_positions([(agent.pk, "BTC/USDT"), (agent.pk, "ETH/USDT")])
+    assert {key: p.quantity for key, p in locked.items()} == {(agent.pk, "BTC/USDT"): D("1"),
+                                                              (agent.pk, "ETH/USDT"): D("0")}
+    assert [p.symbol for p in rows_lock(Position, ("agent_id", "symbol"),
+                                        [(agent.pk, "ETH/USDT"), (agent.pk, "BTC/USDT"), (agent.pk, "XRP/USDT")])] == [
+        "BTC/USDT", "ETH/USDT"]  # sorted, the fixed lock order; a missing row is not made up
