@@ -178,6 +178,8 @@ if os.environ.get("TEST_DATABASE_NAME"):  # set per run by the test plugin, so p
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DB_CONNECT_TIMEOUT", default=5)
 if DATABASES["default"].get("ENGINE") != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must be a postgres://user@host:port/dbname URL (PostgreSQL only)")
+# Django's PostgreSQL backend with a health check that needs no round trip (tinywindow/pgbackend).
+DATABASES["default"]["ENGINE"] = "tinywindow.pgbackend"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL: str = resolve_redis_url()
