@@ -71,7 +71,7 @@ class PaperVenue:
         )
         self.latency_ms = settings.PAPER_LATENCY_MS if latency_ms is None else latency_ms
         # How to fund an account on its first order (account name -> balances), or None: accounts
-        # are seeded beforehand (the local exchange's API-key accounts). See AccountBalances.
+        # are seeded beforehand (the local exchange's API-key accounts). See balances_lock_accounts.
         self.funding: Callable[[str], Mapping[str, Decimal]] | None = None
 
     # --- orders ---------------------------------------------------------------------------

@@ -421,6 +421,12 @@ EXCHANGE_API_URL: str = env.str("EXCHANGE_API_URL", default="")
 EXCHANGE_RATE_LIMIT_MS: int | None = env.int("EXCHANGE_RATE_LIMIT_MS", default=None)
 EXCHANGE_TIMEOUT_MS: int = env.int("EXCHANGE_TIMEOUT_MS", default=10000)
 ENGINE_HEARTBEAT_TTL_SECONDS: int = env.int("ENGINE_HEARTBEAT_TTL_SECONDS", default=20)
+# Group commit on the in-database (paper) venue: a delivery of `execute_order` also sends up to
+# EXECUTION_BATCH_MAX - 1 other queued `pending` orders in its transaction (1: one at a time).
+# Bigger batches hold the trading gate longer (a kill-switch activation waits for the batch).
+EXECUTION_BATCH_MAX: int = env.int("EXECUTION_BATCH_MAX", default=32)
+if not 1 <= EXECUTION_BATCH_MAX <= 1000:
+    raise ImproperlyConfigured(f"EXECUTION_BATCH_MAX must be between 1 and 1000 (got {EXECUTION_BATCH_MAX})")
 # Reconciliation (trading/services/reconcile.py): the books against the venues, every
 # RECONCILE_SECONDS and when an engine starts. An order the venue does not know, left
 # `pending`/`submitted` longer than RECONCILE_STALE_SECONDS (a crash between commit and
@@ -428,12 +434,6 @@ ENGINE_HEARTBEAT_TTL_SECONDS: int = env.int("ENGINE_HEARTBEAT_TTL_SECONDS", defa
 # RECONCILE_ORDER_MAX_AGE_SECONDS is expired instead (its decision is stale). Venue trades of
 # the last RECONCILE_TRADES_LOOKBACK_SECONDS are checked against the orders we placed (keep it
 # at most a day: Binance answers one request with at most 24 hours of trades).
-# Group commit on the in-database (paper) venue: a delivery of `execute_order` also sends up to
-# EXECUTION_BATCH_MAX - 1 other queued `pending` orders in its transaction (1: one at a time).
-# Bigger batches hold the trading gate longer (a kill-switch activation waits for the batch).
-EXECUTION_BATCH_MAX: int = env.int("EXECUTION_BATCH_MAX", default=32)
-if not 1 <= EXECUTION_BATCH_MAX <= 1000:
-    raise ImproperlyConfigured(f"EXECUTION_BATCH_MAX must be between 1 and 1000 (got {EXECUTION_BATCH_MAX})")
 RECONCILE_SECONDS: int = env.int("RECONCILE_SECONDS", default=60)
 RECONCILE_STALE_SECONDS: int = env.int("RECONCILE_STALE_SECONDS", default=60)
 RECONCILE_ORDER_MAX_AGE_SECONDS: int = env.int("RECONCILE_ORDER_MAX_AGE_SECONDS", default=600)

@@ -76,7 +76,7 @@ class Order(models.Model):
     """One order, written (status `pending`) before anything is sent to a venue."""
 
     # What changes after an order is created (its decision — who, what, how much — never does):
-    # the fields a venue report writes (`save(update_fields=Order.STATE_FIELDS)`).
+    # the fields a venue report writes (`rows_update(orders, Order.STATE_FIELDS)` in the order services).
     STATE_FIELDS = ("status", "filled_quantity", "average_fill_price", "fee", "pnl", "reject_reason",
                     "venue_order_id", "submitted_at", "closed_at", "updated_at")
 

@@ -65,23 +65,12 @@ def balances_lock(*, account: str, assets: Iterable[str]) -> dict[str, PaperBala
 
 class AccountBalances:
     """One account's balance rows for one venue operation (a submit, a cancel, one order's
-    matching pass): locked together on first use (sorted by asset, the fixed lock order), changed
-    in memory, written together by `save()` — one query to lock, one to write, however many
-    holds, fills and releases the operation makes. `balances_lock_accounts` locks several
-    accounts' rows with one query (a batch of orders), `balances_save` writes them with one.
+    matching pass), locked by `balances_lock_accounts`: changed in memory, written together by
+    `save()` (or, for several accounts, `balances_save`) — one query to lock, one to write,
+    however many holds, fills and releases the operation makes."""
 
-    `funding`: how to fund the account when it has none of these rows yet (its first order):
-    `paper_account_seed` runs then, before the rows are created.
-    """
-
-    def __init__(self, *, account: str, assets: Iterable[str],
-                 funding: Callable[[], Mapping[str, Decimal]] | None = None,
-                 rows: dict[str, PaperBalance] | None = None) -> None:
+    def __init__(self, *, account: str, rows: dict[str, PaperBalance]) -> None:
         self.account = account
-        if rows is None:
-            by_account = _balance_rows_lock({account: assets},
-                                            funding=(lambda _account: funding()) if funding is not None else None)
-            rows = by_account[account]
         self.rows = rows
         self._written = {asset: (b.free, b.locked) for asset, b in rows.items()}
 
@@ -104,20 +93,12 @@ class AccountBalances:
 
 def balances_lock_accounts(wanted: Mapping[str, Iterable[str]], *,
                            funding: Callable[[str], Mapping[str, Decimal]] | None = None) -> dict[str, AccountBalances]:
-    """`AccountBalances` for several accounts at once (`wanted`: account -> assets), all rows
-    locked by one query in the fixed order (account, asset). `funding(account)` funds an account
-    that has none of its rows yet, as in `AccountBalances`."""
-    rows = _balance_rows_lock(wanted, funding=funding)
-    return {account: AccountBalances(account=account, assets=(), rows=rows[account]) for account in wanted}
+    """`AccountBalances` for each account of `wanted` (account -> assets), every row locked by one
+    query in the fixed order (account, asset).
 
-
-def balances_save(books: Iterable[AccountBalances], *, now: datetime | None = None) -> None:
-    """Write every changed row of these accounts' balances with one UPDATE."""
-    balances_write([balance for book in books for balance in book.changed()], now=now)
-
-
-def _balance_rows_lock(wanted: Mapping[str, Iterable[str]], *,
-                       funding: Callable[[str], Mapping[str, Decimal]] | None) -> dict[str, dict[str, PaperBalance]]:
+    `funding(account)`: how to fund an account that has none of these rows yet (its first
+    order): `paper_account_seed` runs then, before the rows are created.
+    """
     keys = {(account, asset) for account, assets in wanted.items() for asset in assets}
     found = {(b.account, b.asset): b for b in rows_lock(PaperBalance, ("account", "asset"), keys)}
     if len(found) < len(keys):  # an account's first order (or a new asset): fund it, create the rows
@@ -126,10 +107,15 @@ def _balance_rows_lock(wanted: Mapping[str, Iterable[str]], *,
                 paper_account_seed(account=account, balances=lambda account=account: funding(account))
             found.update(((account, asset), b) for asset, b in
                          balances_lock(account=account, assets=[a for acc, a in keys if acc == account]).items())
-    by_account: dict[str, dict[str, PaperBalance]] = {account: {} for account in wanted}
+    rows: dict[str, dict[str, PaperBalance]] = {account: {} for account in wanted}
     for (account, asset), balance in found.items():
-        by_account[account][asset] = balance
-    return by_account
+        rows[account][asset] = balance
+    return {account: AccountBalances(account=account, rows=rows[account]) for account in wanted}
+
+
+def balances_save(books: Iterable[AccountBalances], *, now: datetime | None = None) -> None:
+    """Write every changed row of these accounts' balances with one UPDATE."""
+    balances_write([balance for book in books for balance in book.changed()], now=now)
 
 
 def balances_write(balances: list[PaperBalance], *, now: datetime | None = None) -> None:
