@@ -10,14 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tinywindow.rows import rows_lock
+from tinywindow.rows import CompiledQuery, rows_lock
 from trading.models import Order, Position
 
 PositionKey = tuple[int, str]  # (agent id, symbol)
 
 
 def lock_order(order_id: int) -> Order:
-    return Order.objects.select_for_update().select_related("agent").get(pk=order_id)
+    """Lock the order (with its agent, read not locked). Raises Order.DoesNotExist."""
+    found = _LOCK_ORDER.instances(order_id=order_id)
+    if not found:
+        raise Order.DoesNotExist(f"order {order_id} does not exist")
+    return found[0]
+
+
+# Every order's execution starts here: compiled once (tinywindow.rows).
+_LOCK_ORDER = CompiledQuery(lambda order_id: Order.objects.select_for_update().select_related("agent")
+                            .filter(pk=order_id), order_id=int)
 
 
 def lock_position(*, agent_id: int, symbol: str) -> Position:

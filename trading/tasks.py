@@ -19,7 +19,7 @@ from tinywindow.redis_client import get_redis
 from trading.models import Agent, Order
 from trading.order_states import OrderStatus
 from trading.selectors import order_status
-from trading.services.agents import agent_tick
+from trading.services.agents import TickBook, agent_tick
 from trading.services.orders import order_execute, orders_execute_batch
 from trading.services.performance import agent_performance_update
 from trading.services.reconcile import reconcile_run
@@ -58,30 +58,31 @@ def tick_agent(self, agent_id: int) -> str:
         logger.error("tick for agent %s skipped: Redis unavailable (%s)", agent_id, exc)
         return "skipped_redis"
     outcome = "gone"
+    book = TickBook()
     try:
-        agent_name = Agent.objects.filter(pk=agent_id).values_list("name", flat=True).first() or agent_name
-        result = agent_tick(agent_id=agent_id, tick_id=self.request.id)
+        result = agent_tick(agent_id=agent_id, tick_id=self.request.id, book=book)
         if result.order_ids:
             outcome = "ordered"
         elif result.unhealthy:
             outcome = "stale_data"
         else:
             outcome = "no_order"
-        metrics.TICKS.labels(agent_name, outcome).inc()
     except Agent.DoesNotExist:
         logger.info("tick for agent %s: agent no longer exists", agent_id)
     except TinyWindowError as exc:
         outcome = "error"
-        metrics.TICKS.labels(agent_name, "error").inc()
         logger.error("tick for agent %s failed: %s", agent_id, exc, extra={"agent_id": agent_id})
     except SoftTimeLimitExceeded:
         # A strategy or feed stuck past TICK_TIME_LIMITS' soft limit. An order it already
         # committed is executed as usual; the next tick decides afresh.
         outcome = "timeout"
-        metrics.TICKS.labels(agent_name, "timeout").inc()
         logger.error("tick for agent %s passed its soft time limit (%s s): abandoned", agent_id,
                      settings.TICK_TIME_LIMITS[0], extra={"agent_id": agent_id})
     finally:
+        # Labelled by name, read with the tick's own agent query (the id for an agent that is gone).
+        agent_name = book.agent_name(agent_id) or agent_name
+        if outcome != "gone":
+            metrics.TICKS.labels(agent_name, outcome).inc()
         metrics.TICK_DURATION.labels(agent_name).observe(time.perf_counter() - started)
         try:
             lock.release()

@@ -23,7 +23,8 @@ D = Decimal
 
 # BEGIN/COMMIT and savepoints are counted too (CaptureQueriesContext sees them).
 MAX_QUERIES_EXECUTE = 20  # measured 18: gate lock, safety state, order lock, venue (8), books (5)
-MAX_QUERIES_CREATE = 8  # measured 6: risk limits, positions, order counts, insert
+MAX_QUERIES_CREATE = 7  # measured 5: risk limits, the agent's positions and order counts (one), insert
+MAX_QUERIES_TICK = 8  # measured 6: the agent with its book, risk limits, the risk read, insert, decision
 
 
 def _statements(context: CaptureQueriesContext) -> list[str]:
@@ -50,6 +51,24 @@ def test_execute_when_account_funded_then_bounded_queries_and_books_agree(agent,
     assert balances["BTC"].free == D("3") and balances["USDT"].locked == 0
     spent = sum(f.quantity * f.price + f.fee for f in Fill.objects.filter(order__agent=agent))
     assert balances["USDT"].free == D("10000") - spent
+
+
+def test_tick_when_it_orders_then_bounded_queries_and_no_compile_of_the_hot_reads(agent, fixed_price_feed):
+    """A tick that orders: its reads before the decision are one query (the agent with its positions
+    and open orders), and the risk check's two; the hot reads are compiled once (tinywindow.rows)."""
+    from trading.services.agents import agent_tick
+
+    Position.objects.create(agent=agent, symbol="BTC/USDT", quantity=D("0"))
+    agent.strategy, agent.params = "tinywindow.bench.strategies.Alternate", {"exposure": "0.5"}
+    agent.save()
+    agent_tick(agent_id=agent.pk, tick_id="warm")  # compiles the hot reads
+    Order.objects.filter(agent=agent).update(status=OrderStatus.CANCELLED)
+    with CaptureQueriesContext(connection) as tick:
+        result = agent_tick(agent_id=agent.pk, tick_id="pinned")
+    statements = _statements(tick)
+    assert len(result.order_ids) == 1, result.decisions
+    assert len(statements) <= MAX_QUERIES_TICK, "\n".join(statements)
+    assert sum(sql.startswith('SELECT "agents"') for sql in statements) == 1  # no second read of the agent
 
 
 def test_execute_when_kill_switch_active_then_refused_under_the_gate_before_the_venue(agent, fixed_price_feed):

@@ -54,3 +54,71 @@ def test_lock_when_positions_missing_then_created_flat_and_all_returned(agent):
     assert [p.symbol for p in rows_lock(Position, ("agent_id", "symbol"),
                                         [(agent.pk, "ETH/USDT"), (agent.pk, "BTC/USDT"), (agent.pk, "XRP/USDT")])] == [
         "BTC/USDT", "ETH/USDT"]  # sorted, the fixed lock order; a missing row is not made up
+
+
+# --- CompiledQuery: a read compiled once, run with new values -----------------------------------
+
+
+def _positions_of(agent_id, symbol):
+    return Position.objects.filter(agent_id=agent_id, symbol=symbol).select_related("agent")
+
+
+def test_compiled_query_when_run_with_other_values_then_same_rows_as_the_orm(agent):
+    from django.db.models import F
+
+    from tests.factories import make_agent
+    from tinywindow.rows import CompiledQuery
+
+    other = make_agent()
+    for owner, symbol, quantity in ((agent, "BTC/USDT", "1.5"), (agent, "ETH/USDT", "-2"), (other, "BTC/USDT", "3")):
+        Position.objects.create(agent=owner, symbol=symbol, quantity=D(quantity), average_price=D("10.25"))
+    built = []
+
+    def build(agent_id, symbol):
+        built.append((agent_id, symbol))
+        return _positions_of(agent_id, symbol).annotate(notional=F("quantity") * F("average_price"))
+
+    query = CompiledQuery(build, agent_id=int, symbol=str)
+    for owner, symbol in ((agent, "BTC/USDT"), (agent, "ETH/USDT"), (other, "BTC/USDT"), (other, "XRP/USDT")):
+        got = query.instances(agent_id=owner.pk, symbol=symbol)
+        want = list(_positions_of(owner.pk, symbol).annotate(notional=F("quantity") * F("average_price")))
+        assert [model_to_dict(p) for p in got] == [model_to_dict(p) for p in want]
+        assert [p.notional for p in got] == [p.notional for p in want]
+        assert all(type(p.quantity) is Decimal and p._state.adding is False for p in got)
+    assert len(built) == 1  # built and compiled at the first run only
+    assert query.instances(agent_id=agent.pk, symbol="BTC/USDT")[0].agent.name == agent.name  # select_related
+
+    counts = CompiledQuery(lambda agent_id: Position.objects.filter(agent_id=agent_id).values_list("symbol", "quantity")
+                           .order_by("symbol"), agent_id=int)
+    assert counts.rows(agent_id=agent.pk) == [("BTC/USDT", D("1.5")), ("ETH/USDT", D("-2"))]
+
+
+def test_compiled_query_when_value_transformed_or_misnamed_then_clear_error(agent):
+    from tinywindow.rows import CompiledQuery
+
+    # icontains wraps the value in %...%: the compiled query no longer holds it, so it cannot be bound.
+    transformed = CompiledQuery(lambda name: Order.objects.filter(symbol__icontains=name), name=str)
+    with pytest.raises(TypeError, match="name"):
+        transformed.rows(name="BTC")
+    query = CompiledQuery(lambda agent_id: Position.objects.filter(agent_id=agent_id), agent_id=int)
+    with pytest.raises(TypeError, match="agent_id"):
+        query.rows(agent=agent.pk)
+    with pytest.raises(TypeError, match="must be one of"):
+        CompiledQuery(lambda symbols: Position.objects.filter(symbol__in=symbols), symbols=list)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_compiled_query_when_locking_outside_a_transaction_then_refused_every_time(agent):
+    from django.db import transaction
+    from django.db.transaction import TransactionManagementError
+
+    from tinywindow.rows import CompiledQuery
+
+    position = Position.objects.create(agent=agent, symbol="BTC/USDT")
+    lock = CompiledQuery(lambda pk: Position.objects.select_for_update().filter(pk=pk), pk=int)
+    with pytest.raises(TransactionManagementError):  # Django's own check, at the first compile
+        lock.instances(pk=position.pk)
+    with transaction.atomic():
+        assert lock.instances(pk=position.pk) == [position]
+    with pytest.raises(TransactionManagementError):  # and ours, once compiled
+        lock.instances(pk=position.pk)

@@ -18,8 +18,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import OuterRef, Q, QuerySet
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
@@ -31,6 +32,7 @@ from tinywindow.exceptions import (
     MarketDataUnavailable,
     ValidationError,
 )
+from tinywindow.rows import CompiledQuery
 from trading.feeds import feed_for
 from trading.feeds.base import Feed, timeframe_seconds
 from trading.feeds.health import feed_health
@@ -394,19 +396,18 @@ def agent_tick(*, agent_id: int, now: datetime | None = None, tick_id: str | Non
             continue
         client_order_id = (decision_client_order_id(agent_id=agent.pk, symbol=symbol, tick_id=tick_id)
                            if tick_id else None)
-        if client_order_id and Order.objects.filter(client_order_id=client_order_id).exists():
-            decisions.append(f"{symbol}: this tick already placed its order (a repeated delivery)")
-            continue
         try:
             order = order_create(
                 agent=agent, symbol=symbol, side=intent.side, quantity=intent.quantity, origin=OrderOrigin.STRATEGY,
                 decision_reason=decision.reason, reference_price=price, gateway=gateway,
-                reduce_only=intent.reduce_only, client_order_id=client_order_id,
+                reduce_only=intent.reduce_only, client_order_id=client_order_id, held=held,
             )
         except IntegrityError:
             if not client_order_id:
                 raise
-            # The same tick, delivered twice at once, got here first in another worker.
+            # The same tick delivered twice: its order's client order id is taken (unique), so the
+            # insert fails and nothing is written. No look-up first: that would cost every ordering
+            # tick a round trip for what the unique index already guarantees.
             decisions.append(f"{symbol}: this tick already placed its order (a repeated delivery)")
             continue
         order_ids.append(order.pk)
@@ -415,11 +416,41 @@ def agent_tick(*, agent_id: int, now: datetime | None = None, tick_id: str | Non
 
 
 class TickBook:
-    """Where a tick reads and records, row by row in the database (a single tick).
-    trading.services.ticks.BatchTickBook answers the same questions from a batch's preloaded rows."""
+    """Where a tick reads and records. The agents come with their positions and the symbols of
+    their open orders, in one query (`agents_with_book`): a single tick pays one round trip for
+    what it reads before deciding, not one per question. Loaded when first asked for (a single
+    tick) or up front for a whole batch (trading.services.ticks.BatchTickBook).
+
+    What it holds is read under the agent's tick lock, so no other tick of the agent changes it
+    meanwhile; an order of the agent that fills meanwhile was open when read, so the tick waits
+    for it rather than decide on a position it has not seen."""
+
+    def __init__(self, agent_ids: list[int] | None = None) -> None:
+        self._agents: dict[int, Agent] = {}
+        self._held: dict[tuple[int, str], Decimal] = {}
+        self._open: set[tuple[int, str]] = set()
+        if agent_ids:
+            self._load(agent_ids)
+
+    def _load(self, agent_ids: list[int]) -> None:
+        for agent in agents_with_book(agent_ids):
+            self._agents[agent.pk] = agent
+            self._held.update(((agent.pk, symbol), quantity)
+                              for symbol, quantity in zip(agent.held_symbols, agent.held_quantities, strict=True))
+            self._open.update((agent.pk, symbol) for symbol in agent.open_symbols)
 
     def agent(self, agent_id: int) -> Agent:
-        return Agent.objects.get(pk=agent_id)
+        if agent_id not in self._agents:
+            self._load([agent_id])
+        try:
+            return self._agents[agent_id]
+        except KeyError:
+            raise Agent.DoesNotExist(f"agent {agent_id} does not exist") from None
+
+    def agent_name(self, agent_id: int) -> str | None:
+        """The agent's name if this book has read the agent (metrics label it by name)."""
+        agent = self._agents.get(agent_id)
+        return agent.name if agent is not None else None
 
     def feed(self, name: str) -> Feed:
         return feed_for(name)
@@ -428,13 +459,33 @@ class TickBook:
         market_data_seen(symbol=symbol, candle_close_ts=candle_close_ts)
 
     def held(self, agent: Agent, symbol: str) -> Decimal:
-        position = Position.objects.filter(agent=agent, symbol=symbol).first()
-        return position.quantity if position else Decimal("0")
+        return self._held.get((agent.pk, symbol), Decimal("0"))
 
     def order_open(self, agent: Agent, symbol: str) -> bool:
-        return Order.objects.filter(agent=agent, symbol=symbol, status__in=OPEN_STATUSES).exists()
+        return (agent.pk, symbol) in self._open
 
     def record(self, *, agent: Agent, now: datetime, decision: str) -> None:
         # Only forward: a tick that raced a later one must not set the clock back.
         Agent.objects.filter(Q(last_tick_at__isnull=True) | Q(last_tick_at__lte=now), pk=agent.pk).update(
             last_tick_at=now, last_decision=decision)
+
+
+def agents_with_book(agent_ids: list[int]) -> list[Agent]:
+    """The agents, each annotated with its positions (`held_symbols`, `held_quantities`, in the
+    same order) and the symbols of its open orders (`open_symbols`), in one query."""
+    if len(agent_ids) == 1:  # a single tick: the same query, compiled once (tinywindow.rows)
+        return _AGENT_WITH_BOOK.instances(agent_id=agent_ids[0])
+    return list(_with_book(Agent.objects.filter(pk__in=agent_ids)))
+
+
+def _with_book(agents: QuerySet[Agent]) -> QuerySet[Agent]:
+    positions = Position.objects.filter(agent=OuterRef("pk")).order_by("symbol")
+    open_orders = Order.objects.filter(agent=OuterRef("pk"), status__in=OPEN_STATUSES).order_by()
+    return agents.annotate(
+        held_symbols=ArraySubquery(positions.values("symbol")),
+        held_quantities=ArraySubquery(positions.values("quantity")),
+        open_symbols=ArraySubquery(open_orders.values("symbol")),
+    )
+
+
+_AGENT_WITH_BOOK = CompiledQuery(lambda agent_id: _with_book(Agent.objects.filter(pk=agent_id)), agent_id=int)

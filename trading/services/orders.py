@@ -11,6 +11,7 @@ The path of one order (DESIGN.md "One trade, end to end"):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import uuid
@@ -31,7 +32,7 @@ from tinywindow import metrics
 from tinywindow.exceptions import PermanentExchangeError, SafetyStateUnknown, TradingHalted, ValidationError
 from tinywindow.faults import crash_point
 from tinywindow.fields import ZERO
-from tinywindow.rows import rows_update
+from tinywindow.rows import CompiledQuery, rows_update
 from trading.gateways import gateway_for
 from trading.gateways.base import Gateway, OrderRequest, VenueOrderReport, gateway_cancel_orders, venue_account
 from trading.lock_objects import lock_order, lock_positions
@@ -90,15 +91,18 @@ def _after_reject(reason: str) -> None:
 def order_create(*, agent: Agent, symbol: str, side: str, quantity: Decimal, order_type: str = OrderType.MARKET,
                  price: Decimal | None = None, reduce_only: bool = False, origin: str = OrderOrigin.STRATEGY,
                  decision_reason: str = "", reference_price: Decimal | None = None,
-                 gateway: Gateway | None = None, enqueue: bool = True, client_order_id: str | None = None) -> Order:
+                 gateway: Gateway | None = None, enqueue: bool = True, client_order_id: str | None = None,
+                 held: Decimal | None = None) -> Order:
     """Validate, check, and commit one order; enqueue its execution after the commit
     (unless `enqueue` is False: the caller executes it, e.g. in a batch).
 
     `client_order_id` (default: a new random one) is how a tick makes its order idempotent
-    (`decision_client_order_id`): a second order with the same id raises IntegrityError."""
+    (`decision_client_order_id`): a second order with the same id raises IntegrityError.
+    `held`: the agent's position in `symbol` when the caller has just read it (a tick)."""
     order = _order_build(agent=agent, symbol=symbol, side=side, quantity=quantity, order_type=order_type, price=price,
                          reduce_only=reduce_only, origin=origin, decision_reason=decision_reason,
-                         reference_price=reference_price, gateway=gateway, client_order_id=client_order_id)
+                         reference_price=reference_price, gateway=gateway, client_order_id=client_order_id,
+                         held=held)
     with transaction.atomic():
         order.save()
         metrics.ORDERS.labels(order.status, agent.name, symbol, order.mode).inc()
@@ -335,9 +339,17 @@ def _claim_pending_orders(*, exchange: str, besides: int) -> list[Order]:
     if limit <= 0:
         return []
     since = timezone.now() - timedelta(seconds=settings.RECONCILE_STALE_SECONDS)
-    return list(Order.objects.select_for_update(skip_locked=True, of=("self",)).select_related("agent")
-                .filter(status=OrderStatus.PENDING, exchange=exchange, created_at__gte=since)
-                .exclude(pk=besides).order_by("pk")[:limit])
+    return _claim_query(limit).instances(exchange=exchange, since=since, besides=besides)
+
+
+@functools.cache
+def _claim_query(limit: int) -> CompiledQuery:
+    """`_claim_pending_orders`' query for this batch limit, compiled once (tinywindow.rows)."""
+    return CompiledQuery(
+        lambda exchange, since, besides: Order.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("agent").filter(status=OrderStatus.PENDING, exchange=exchange, created_at__gte=since)
+        .exclude(pk=besides).order_by("pk")[:limit],
+        exchange=str, since=datetime, besides=int)
 
 
 def _shares_database(gateway: Gateway) -> bool:

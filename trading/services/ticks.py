@@ -27,7 +27,6 @@ import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -40,8 +39,7 @@ from tinywindow.exceptions import TinyWindowError
 from tinywindow.redis_client import get_redis
 from trading.feeds import feed_for
 from trading.feeds.base import Candle, timeframe_seconds
-from trading.models import Agent, AgentStatus, Order, Position
-from trading.order_states import OPEN_STATUSES
+from trading.models import Agent, AgentStatus
 from trading.services.agents import TickBook, TickResult, agent_tick
 
 logger = logging.getLogger(__name__)
@@ -87,15 +85,12 @@ class BatchFeed:
 
 class BatchTickBook(TickBook):
     """What `agent_tick` reads and records, for a whole batch in a handful of statements: the
-    agents, their positions and open orders loaded up front, candles through one BatchFeed per
-    feed, decisions and market-data freshness written once at the end (`flush`)."""
+    agents with their positions and open orders loaded up front (one query, `TickBook`), candles
+    through one BatchFeed per feed, decisions and market-data freshness written once at the end
+    (`flush`)."""
 
     def __init__(self, agent_ids: list[int]) -> None:
-        self._agents = {agent.pk: agent for agent in Agent.objects.filter(pk__in=agent_ids)}
-        self._held = {(agent_id, symbol): quantity for agent_id, symbol, quantity in
-                      Position.objects.filter(agent_id__in=agent_ids).values_list("agent_id", "symbol", "quantity")}
-        self._open = set(Order.objects.filter(agent_id__in=agent_ids, status__in=OPEN_STATUSES).order_by()
-                         .values_list("agent_id", "symbol").distinct())
+        super().__init__(agent_ids)
         self._feeds: dict[str, BatchFeed] = {}
         self._seen: dict[str, float] = {}
         self._records: list[tuple[int, datetime, str]] = []
@@ -103,7 +98,7 @@ class BatchTickBook(TickBook):
     def agent(self, agent_id: int) -> Agent:
         try:
             return self._agents[agent_id]
-        except KeyError:
+        except KeyError:  # not in the batch: never loaded on its own
             raise Agent.DoesNotExist(f"agent {agent_id} does not exist") from None
 
     def feed(self, name: str) -> BatchFeed:
@@ -113,12 +108,6 @@ class BatchTickBook(TickBook):
 
     def market_data_seen(self, *, symbol: str, candle_close_ts: float) -> None:
         self._seen[symbol] = max(candle_close_ts, self._seen.get(symbol, 0.0))
-
-    def held(self, agent: Agent, symbol: str) -> Decimal:
-        return self._held.get((agent.pk, symbol), Decimal("0"))
-
-    def order_open(self, agent: Agent, symbol: str) -> bool:
-        return (agent.pk, symbol) in self._open
 
     def record(self, *, agent: Agent, now: datetime, decision: str) -> None:
         self._records.append((agent.pk, now, decision))
