@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.postgres.expressions import ArraySubquery
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from safety.models import RiskLimit
@@ -101,10 +101,6 @@ def limits_check(facts: OrderFacts, limits: Limits) -> RiskDecision:
     return ALLOW
 
 
-def limits_for_agent(agent_id: int) -> Limits:
-    return Limits.combine(_LIMITS.instances(agent_id=agent_id))
-
-
 def risk_check_order(order, *, market, last_price: Decimal, now: datetime) -> RiskDecision:
     """Check an unsaved `trading.Order` against the market and the limits."""
     if order.quantity < market.min_amount:
@@ -115,14 +111,16 @@ def risk_check_order(order, *, market, last_price: Decimal, now: datetime) -> Ri
     if price > 0 and order.quantity * price < market.min_notional and not order.reduce_only:
         return RiskDecision.deny(f"notional {order.quantity * price:.2f} below the market minimum "
                                  f"{market.min_notional}")
-    limits = limits_for_agent(order.agent_id)
+    # The limit rows (global, the agent's) each carry the agent's book: one round trip for both.
+    rows = _LIMITS_WITH_BOOK.instances(agent_id=order.agent_id, since=now - timedelta(seconds=60))
+    limits = Limits.combine(rows)
     if limits == Limits():
-        return ALLOW  # no limits configured: skip the book queries
-    book = _agent_book(order.agent_id, now)
+        return ALLOW  # no limits configured
+    book = rows[0]
     held = ZERO
     gross = ZERO
-    for symbol, quantity, average_price in zip(book["held_symbols"], book["held_quantities"],
-                                               book["held_average_prices"], strict=True):
+    for symbol, quantity, average_price in zip(book.held_symbols, book.held_quantities, book.held_average_prices,
+                                               strict=True):
         mark = last_price if symbol == order.symbol else average_price
         gross += abs(quantity) * mark
         if symbol == order.symbol:
@@ -131,45 +129,37 @@ def risk_check_order(order, *, market, last_price: Decimal, now: datetime) -> Ri
         side=order.side, quantity=order.quantity, price=price, last_price=last_price,
         is_limit=order.order_type == "limit", reduces_only=order.reduce_only,
         position_quantity=held, gross_exposure=gross,
-        open_orders=book["open"], orders_last_minute=book["recent"],
+        open_orders=book.open_orders, orders_last_minute=book.recent_orders,
     )
     return limits_check(facts, limits)
 
 
-def _agent_book(agent_id: int, now: datetime) -> dict[str, Any]:
-    """The agent's non-zero positions (symbols, quantities, average prices: three lists in the
-    same order) and its order counts (open, created in the last minute), in one query: every
-    order pays this check."""
-    (row,) = _AGENT_BOOK.rows(agent_id=agent_id, since=now - timedelta(seconds=60))
-    return dict(zip(_AGENT_BOOK_COLUMNS, row, strict=True))
-
-
-_AGENT_BOOK_COLUMNS = ("held_symbols", "held_quantities", "held_average_prices", "open", "recent")
-
-
-def _agent_book_query(agent_id: int, since: datetime) -> QuerySet:
-    from trading.models import Agent, Order, Position
+def _limits_with_book(agent_id: int, since: datetime) -> QuerySet[RiskLimit]:
+    """The limit rows that apply to the agent, each annotated with the agent's non-zero positions
+    (`held_symbols`, `held_quantities`, `held_average_prices`: lists in the same order) and its
+    order counts (`open_orders`, `recent_orders`: created since `since`). No limit rows, no book:
+    without limits nothing needs it."""
+    from trading.models import Order, Position
     from trading.order_states import OPEN_STATUSES
 
-    positions = Position.objects.filter(agent=OuterRef("pk")).exclude(quantity=0).order_by("symbol")
-    orders = Order.objects.filter(agent=OuterRef("pk")).order_by().values("agent")
+    positions = Position.objects.filter(agent_id=agent_id).exclude(quantity=0).order_by("symbol")
+    orders = Order.objects.filter(agent_id=agent_id).order_by().values("agent_id")
 
     def count(**conditions: Any) -> Coalesce:
         return Coalesce(Subquery(orders.filter(**conditions).annotate(n=Count("pk")).values("n")), 0)
 
-    return Agent.objects.filter(pk=agent_id).annotate(
+    return RiskLimit.objects.filter(Q(agent__isnull=True) | Q(agent_id=agent_id)).annotate(
         held_symbols=ArraySubquery(positions.values("symbol")),
         held_quantities=ArraySubquery(positions.values("quantity")),
         held_average_prices=ArraySubquery(positions.values("average_price")),
-        open=count(status__in=OPEN_STATUSES),
-        recent=count(created_at__gte=since),
-    ).values_list(*_AGENT_BOOK_COLUMNS)
+        open_orders=count(status__in=OPEN_STATUSES),
+        recent_orders=count(created_at__gte=since),
+    )
 
 
-# Compiled once (tinywindow.rows): building these through the ORM cost more than running them.
-_AGENT_BOOK = CompiledQuery(_agent_book_query, agent_id=int, since=datetime)
-_LIMITS = CompiledQuery(lambda agent_id: RiskLimit.objects.filter(Q(agent__isnull=True) | Q(agent_id=agent_id)),
-                        agent_id=int)
+# Every order is checked: compiled once (tinywindow.rows), as building it through the ORM cost
+# more than running it.
+_LIMITS_WITH_BOOK = CompiledQuery(_limits_with_book, agent_id=int, since=datetime)
 
 
 LIMIT_FIELDS = ("max_order_notional", "max_position_notional", "max_gross_exposure", "max_open_orders",

@@ -23,8 +23,8 @@ D = Decimal
 
 # BEGIN/COMMIT and savepoints are counted too (CaptureQueriesContext sees them).
 MAX_QUERIES_EXECUTE = 20  # measured 18: gate lock, safety state, order lock, venue (8), books (5)
-MAX_QUERIES_CREATE = 7  # measured 5: risk limits, the agent's positions and order counts (one), insert
-MAX_QUERIES_TICK = 8  # measured 6: the agent with its book, risk limits, the risk read, insert, decision
+MAX_QUERIES_CREATE = 6  # measured 5: breakers (no Redis mirror here), risk limits with the book, insert (3)
+MAX_QUERIES_TICK = 8  # measured 7: the agent with its book, CREATE's 5, the decision
 
 
 def _statements(context: CaptureQueriesContext) -> list[str]:
