@@ -13,7 +13,7 @@ from django.db.models import Count, QuerySet
 from trading.feeds.base import Candle, require_aware, timeframe_seconds
 from trading.models import Agent, AgentPerformance, AgentStatus, Fill, Order, PortfolioSnapshot, Position
 from trading.models import Candle as CandleRow
-from trading.order_states import OPEN_STATUSES
+from trading.order_states import OPEN_STATUSES, OrderStatus
 
 
 def _trim(value: Decimal) -> Decimal:
@@ -23,16 +23,31 @@ def _trim(value: Decimal) -> Decimal:
     return value.normalize()
 
 
-ORDER_STATUS_SQL = f"SELECT status FROM {Order._meta.db_table} WHERE id = %s"  # noqa: S608 - a constant
+# The order's status and whether other orders wait to be sent to its venue: `pending` ones not older
+# than the group-commit window (trading.services.orders._claim_pending_orders). A constant: only
+# the table's name is formatted in.
+ORDER_STATUS_SQL = (
+    f"SELECT o.status, EXISTS (SELECT 1 FROM {Order._meta.db_table} AS w WHERE w.status = %s "  # noqa: S608
+    f"AND w.created_at >= %s AND w.exchange = o.exchange AND w.id <> o.id) "
+    f"FROM {Order._meta.db_table} AS o WHERE o.id = %s"
+)
 
 
-def order_status(order_id: int) -> str | None:
-    """The order's status, None when there is no such order: one plain query, no model built
-    (every `execute_order` delivery asks it first; under a backlog most find the order done)."""
+@dataclass(frozen=True)
+class OrderStatusRead:
+    status: str | None  # None: no such order
+    others_pending: bool  # other orders wait for the same venue (see ORDER_STATUS_SQL)
+
+
+def order_status(order_id: int, *, pending_since: datetime) -> OrderStatusRead:
+    """The order's status and whether other `pending` orders created since `pending_since` wait
+    for its venue: one plain query, no model built. Every `execute_order` delivery asks it first:
+    under a backlog most find their order done, and with no backlog the delivery skips the
+    group-commit claim (a tick's order usually travels alone)."""
     with connection.cursor() as cursor:
-        cursor.execute(ORDER_STATUS_SQL, [order_id])
+        cursor.execute(ORDER_STATUS_SQL, [OrderStatus.PENDING, pending_since, order_id])
         row = cursor.fetchone()
-    return row[0] if row else None
+    return OrderStatusRead(*row) if row else OrderStatusRead(None, False)
 
 
 def candle_from_row(row: CandleRow) -> Candle:

@@ -20,7 +20,7 @@ from trading.models import Agent, Order
 from trading.order_states import OrderStatus
 from trading.selectors import order_status
 from trading.services.agents import TickBook, agent_tick
-from trading.services.orders import order_execute, orders_execute_batch
+from trading.services.orders import group_commit_since, order_execute, orders_execute_batch
 from trading.services.performance import agent_performance_update
 from trading.services.reconcile import reconcile_run
 from trading.services.snapshots import portfolio_snapshot_take, portfolio_snapshots_thin
@@ -131,9 +131,10 @@ def execute_order(self, order_id: int) -> None:
         # Unlocked look first: under a backlog most deliveries find their order sent by another
         # delivery's batch (group commit, see order_execute) and stop after this one query. A
         # status past `submitted` is final, so it cannot change back meanwhile.
-        if order_status(order_id) not in (OrderStatus.PENDING, OrderStatus.SUBMITTED, None):
+        read = order_status(order_id, pending_since=group_commit_since())
+        if read.status not in (OrderStatus.PENDING, OrderStatus.SUBMITTED, None):
             return
-        order_execute(order_id=order_id)
+        order_execute(order_id=order_id, claim=read.others_pending)
     except Order.DoesNotExist:
         logger.warning("execute_order: order %s does not exist", order_id)
     except (TemporaryExchangeError, db.OperationalError, db.InterfaceError) as exc:

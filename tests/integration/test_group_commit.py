@@ -129,6 +129,22 @@ def test_delivery_when_order_already_sent_by_a_batch_then_stops_after_one_query(
     assert PaperVenueOrder.objects.filter(client_order_id=second.client_order_id).count() == 1
 
 
+@pytest.mark.django_db
+def test_delivery_when_order_alone_then_no_claim_and_when_others_wait_then_sent_with_them(agent, fixed_price_feed):
+    alone = _order(agent, "buy", "0.1")
+    with CaptureQueriesContext(connection) as queries:
+        execute_order.apply(args=[alone.pk]).get()
+    statements = [q["sql"] for q in queries]
+    alone.refresh_from_db()
+    assert alone.status == OrderStatus.EXECUTED
+    assert not any("SKIP LOCKED" in sql for sql in statements), statements  # nothing waited: no claim
+
+    first, second = _order(agent, "buy", "0.1"), _order(agent, "buy", "0.1")
+    execute_order.apply(args=[first.pk]).get()
+    second.refresh_from_db()
+    assert second.status == OrderStatus.EXECUTED  # the status read saw it waiting: claimed and sent
+
+
 def test_orders_when_enqueued_at_once_to_two_engines_then_each_sent_once_and_books_consistent(start_worker):
     # A volume share at which 0.001 BTC fills at once in any minute of the synthetic feed (its
     # 1-minute BTC volume is at least 1.4; see test_faults.VOLUME_SHARE).

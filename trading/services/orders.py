@@ -265,7 +265,8 @@ def order_in_flight(order_id: int) -> Iterator[bool]:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [ORDER_IN_FLIGHT_LOCK, order_id % 2**31])
 
 
-def order_execute(*, order_id: int, gateway: Gateway | None = None, gate: TradingGate | None = None) -> Order:
+def order_execute(*, order_id: int, gateway: Gateway | None = None, gate: TradingGate | None = None,
+                  claim: bool = True) -> Order:
     """Send a pending order to its venue; safe to run twice for the same order, also at once.
 
     `gate` is a trading gate the caller already holds (batch execution); without it the
@@ -279,10 +280,12 @@ def order_execute(*, order_id: int, gateway: Gateway | None = None, gate: Tradin
 
     On a venue in this database (paper) a delivery also sends other queued `pending` orders in
     its transaction (`_claim_pending_orders`): under a backlog one venue operation and one
-    booking serve a batch, and those orders' own deliveries find them done.
+    booking serve a batch, and those orders' own deliveries find them done. `claim=False` skips
+    that look (the caller has just seen no other order waiting): a round trip fewer for an order
+    that travels alone; one that arrives meanwhile is sent by its own delivery.
     """
     if gate is None:
-        order = _order_execute_local(order_id=order_id, gateway=gateway)
+        order = _order_execute_local(order_id=order_id, gateway=gateway, claim=claim)
         if order is not None:
             return order
     with order_in_flight(order_id) as mine:
@@ -293,7 +296,7 @@ def order_execute(*, order_id: int, gateway: Gateway | None = None, gate: Tradin
         return _order_execute(order_id=order_id, gateway=gateway, gate=gate)
 
 
-def _order_execute_local(*, order_id: int, gateway: Gateway | None) -> Order | None:
+def _order_execute_local(*, order_id: int, gateway: Gateway | None, claim: bool = True) -> Order | None:
     """`order_execute` for a venue that lives in this database (the paper venue, whose gateway
     says `shares_database`): the gate, the last safety check, the send and the bookkeeping in
     one transaction. Returns None, having changed nothing, when the order's venue is remote.
@@ -317,7 +320,7 @@ def _order_execute_local(*, order_id: int, gateway: Gateway | None) -> Order | N
         if not _shares_database(gateway):
             return None
         orders = [order]
-        if order.status == OrderStatus.PENDING:
+        if order.status == OrderStatus.PENDING and claim:
             orders += _claim_pending_orders(exchange=order.exchange, besides=order.pk)
         _orders_send_locked(orders, gateway, gate)
     return order
@@ -338,8 +341,12 @@ def _claim_pending_orders(*, exchange: str, besides: int) -> list[Order]:
     limit = settings.EXECUTION_BATCH_MAX - 1
     if limit <= 0:
         return []
-    since = timezone.now() - timedelta(seconds=settings.RECONCILE_STALE_SECONDS)
-    return _claim_query(limit).instances(exchange=exchange, since=since, besides=besides)
+    return _claim_query(limit).instances(exchange=exchange, since=group_commit_since(), besides=besides)
+
+
+def group_commit_since() -> datetime:
+    """The oldest `pending` order a delivery sends with its own: older ones are reconciliation's."""
+    return timezone.now() - timedelta(seconds=settings.RECONCILE_STALE_SECONDS)
 
 
 @functools.cache
