@@ -6,10 +6,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db import connection
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet
 
+from tinywindow.rows import CompiledQuery
 from trading.feeds.base import Candle, require_aware, timeframe_seconds
 from trading.models import Agent, AgentPerformance, AgentStatus, Fill, Order, PortfolioSnapshot, Position
 from trading.models import Candle as CandleRow
@@ -23,31 +25,35 @@ def _trim(value: Decimal) -> Decimal:
     return value.normalize()
 
 
-# The order's status and whether other orders wait to be sent to its venue: `pending` ones not older
-# than the group-commit window (trading.services.orders._claim_pending_orders). A constant: only
-# the table's name is formatted in.
-ORDER_STATUS_SQL = (
-    f"SELECT o.status, EXISTS (SELECT 1 FROM {Order._meta.db_table} AS w WHERE w.status = %s "  # noqa: S608
-    f"AND w.created_at >= %s AND w.exchange = o.exchange AND w.id <> o.id) "
-    f"FROM {Order._meta.db_table} AS o WHERE o.id = %s"
-)
+def orders_waiting_for_venue(*, exchange: Any, since: Any, besides: Any) -> QuerySet[Order]:
+    """`pending` orders for the venue `exchange`, created since `since`, other than `besides`:
+    what a delivery of `execute_order` may send with its own (group commit: the claim in
+    trading.services.orders, and the look before it in `order_status`). Arguments may be
+    values or `OuterRef`s."""
+    return Order.objects.filter(status=OrderStatus.PENDING, exchange=exchange, created_at__gte=since).exclude(
+        pk=besides)
 
 
 @dataclass(frozen=True)
 class OrderStatusRead:
     status: str | None  # None: no such order
-    others_pending: bool  # other orders wait for the same venue (see ORDER_STATUS_SQL)
+    others_pending: bool  # other orders wait for the same venue (`orders_waiting_for_venue`)
 
 
 def order_status(order_id: int, *, pending_since: datetime) -> OrderStatusRead:
     """The order's status and whether other `pending` orders created since `pending_since` wait
-    for its venue: one plain query, no model built. Every `execute_order` delivery asks it first:
+    for its venue: one query, no model built. Every `execute_order` delivery asks it first:
     under a backlog most find their order done, and with no backlog the delivery skips the
     group-commit claim (a tick's order usually travels alone)."""
-    with connection.cursor() as cursor:
-        cursor.execute(ORDER_STATUS_SQL, [OrderStatus.PENDING, pending_since, order_id])
-        row = cursor.fetchone()
-    return OrderStatusRead(*row) if row else OrderStatusRead(None, False)
+    rows = _ORDER_STATUS.rows(order_id=order_id, since=pending_since)
+    return OrderStatusRead(*rows[0]) if rows else OrderStatusRead(None, False)
+
+
+# Every delivery asks it: compiled once (tinywindow.rows).
+_ORDER_STATUS = CompiledQuery(
+    lambda order_id, since: Order.objects.filter(pk=order_id).values_list(
+        "status", Exists(orders_waiting_for_venue(exchange=OuterRef("exchange"), since=since, besides=OuterRef("pk")))),
+    order_id=int, since=datetime)
 
 
 def candle_from_row(row: CandleRow) -> Candle:

@@ -38,6 +38,7 @@ from trading.gateways.base import Gateway, OrderRequest, VenueOrderReport, gatew
 from trading.lock_objects import lock_order, lock_positions
 from trading.models import Agent, Fill, Order, OrderOrigin, OrderSide, OrderType, Position
 from trading.order_states import OPEN_STATUSES, OrderStatus, check_transition
+from trading.selectors import orders_waiting_for_venue
 from trading.services.positions import position_apply_fill
 
 logger = logging.getLogger(__name__)
@@ -353,9 +354,8 @@ def group_commit_since() -> datetime:
 def _claim_query(limit: int) -> CompiledQuery:
     """`_claim_pending_orders`' query for this batch limit, compiled once (tinywindow.rows)."""
     return CompiledQuery(
-        lambda exchange, since, besides: Order.objects.select_for_update(skip_locked=True, of=("self",))
-        .select_related("agent").filter(status=OrderStatus.PENDING, exchange=exchange, created_at__gte=since)
-        .exclude(pk=besides).order_by("pk")[:limit],
+        lambda exchange, since, besides: orders_waiting_for_venue(exchange=exchange, since=since, besides=besides)
+        .select_for_update(skip_locked=True, of=("self",)).select_related("agent").order_by("pk")[:limit],
         exchange=str, since=datetime, besides=int)
 
 
