@@ -75,8 +75,11 @@ def _lock_sql(model: type[models.Model], keys: tuple[str, ...]) -> tuple[str, tu
     qn = connection.ops.quote_name
     arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
     columns = ", ".join(qn(f.column) for f in fields)
-    # Identifiers and types from the models' _meta (quoted), never from input.
-    sql = (f"SELECT * FROM {qn(meta.db_table)} WHERE ({columns}) IN (SELECT * FROM unnest({arrays})) "  # noqa: S608
+    # The model's columns by name, not `*`: a prepared statement (settings: DB_PREPARED_STATEMENTS)
+    # of `SELECT *` fails once a migration adds a column while the process runs ("cached plan
+    # must not change result type"). Identifiers and types from the models' _meta (quoted).
+    selected = ", ".join(qn(f.column) for f in meta.concrete_fields)
+    sql = (f"SELECT {selected} FROM {qn(meta.db_table)} WHERE ({columns}) IN (SELECT * FROM unnest({arrays})) "  # noqa: S608
            f"ORDER BY {columns} FOR UPDATE")
     return sql, fields
 

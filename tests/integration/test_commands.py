@@ -21,6 +21,7 @@ def _env(**changes):
 @pytest.mark.parametrize(("name", "value", "expected"), [
     ("PAPER_TRADING_MODE", "flase", "PAPER_TRADING_MODE='flase' is not a boolean"),
     ("DB_CONN_MAX_AGE", "abc", "DB_CONN_MAX_AGE='abc' is not a valid int"),
+    ("DB_PREPARED_STATEMENTS", "sometimes", "DB_PREPARED_STATEMENTS='sometimes' is not a boolean"),
     ("DATABASE_URL", "mysql://u@h/db", "DATABASE_URL must be a postgres://"),
     ("REDIS_URL", "localhost:6379", "REDIS_URL must start with redis://"),
     ("LOCAL_NETWORKS", "10.0.0.0/33", "LOCAL_NETWORKS has an invalid network"),

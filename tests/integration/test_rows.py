@@ -3,6 +3,7 @@
 from decimal import Decimal
 
 import pytest
+from django.db import connection, connections, transaction
 from django.forms.models import model_to_dict
 
 from paper.models import PaperBalance, PaperOrder, PaperVenueOrder
@@ -54,6 +55,30 @@ def test_lock_when_positions_missing_then_created_flat_and_all_returned(agent):
     assert [p.symbol for p in rows_lock(Position, ("agent_id", "symbol"),
                                         [(agent.pk, "ETH/USDT"), (agent.pk, "BTC/USDT"), (agent.pk, "XRP/USDT")])] == [
         "BTC/USDT", "ETH/USDT"]  # sorted, the fixed lock order; a missing row is not made up
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lock_when_prepared_and_a_migration_adds_a_column_meanwhile_then_still_runs(agent):
+    Position.objects.create(agent=agent, symbol="BTC/USDT", quantity=D("1"))
+    key = [(agent.pk, "BTC/USDT")]
+    for _ in range(7):  # past psycopg's prepare threshold: the server now holds the plan
+        with transaction.atomic():
+            rows_lock(Position, ("agent_id", "symbol"), key)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                       [f'%FROM "{Position._meta.db_table}" WHERE%FOR UPDATE%'])
+        assert cursor.fetchone()[0] == 1
+    other = connections.create_connection("default")
+    table = Position._meta.db_table
+    try:
+        with other.cursor() as cursor:  # what a deploy's migration does while the engines run
+            cursor.execute(f'ALTER TABLE "{table}" ADD COLUMN added_by_a_migration integer')
+        with transaction.atomic():
+            assert [p.quantity for p in rows_lock(Position, ("agent_id", "symbol"), key)] == [D("1")]
+    finally:
+        with other.cursor() as cursor:
+            cursor.execute(f'ALTER TABLE "{table}" DROP COLUMN IF EXISTS added_by_a_migration')
+        other.close()
 
 
 # --- CompiledQuery: a read compiled once, run with new values -----------------------------------
