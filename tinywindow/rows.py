@@ -30,18 +30,23 @@ M = TypeVar("M", bound=models.Model)
 
 
 @cache
-def _update_sql(model: type[models.Model], fields: tuple[str, ...], key: str) -> tuple[str, tuple[models.Field, ...]]:
+def _update_sql(model: type[models.Model], fields: tuple[str, ...], key: str,
+                unchanged: tuple[str, ...] = ()) -> tuple[str, tuple[models.Field, ...]]:
     meta = model._meta
     key_field = meta.pk if key == "pk" else meta.get_field(key)
     columns = [meta.get_field(name) for name in fields]
+    guards = [meta.get_field(name) for name in unchanged]
     qn = connection.ops.quote_name
     assignments = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}" for f in columns)
-    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in (key_field, *columns))
-    names = ", ".join(qn(f.column) for f in (key_field, *columns))
+    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in (key_field, *columns, *guards))
+    names = ", ".join([qn(f.column) for f in (key_field, *columns)] + [qn("was_" + f.column) for f in guards])
     # Identifiers and types come from the models' _meta (quoted), never from input: S608 does not apply.
     sql = (f"UPDATE {qn(meta.db_table)} AS t SET {assignments} FROM unnest({arrays}) AS v({names}) "  # noqa: S608
            f"WHERE t.{qn(key_field.column)} = v.{qn(key_field.column)}")
-    return sql, (key_field, *columns)
+    sql += "".join(f" AND t.{qn(f.column)} IS NOT DISTINCT FROM v.{qn('was_' + f.column)}" for f in guards)
+    if guards:
+        sql += f" RETURNING t.{qn(key_field.column)}"
+    return sql, (key_field, *columns, *guards)
 
 
 def rows_update(rows: Sequence[M], fields: Iterable[str], *, key: str = "pk", now: datetime | None = None) -> int:
@@ -52,10 +57,35 @@ def rows_update(rows: Sequence[M], fields: Iterable[str], *, key: str = "pk", no
     """
     if not rows:
         return 0
+    with connection.cursor() as cursor:
+        cursor.execute(*_update_statement(rows, tuple(fields), key, (), now))
+        return cursor.rowcount
+
+
+def rows_update_unchanged(rows: Sequence[M], fields: Iterable[str], *, unchanged: Iterable[str],
+                          key: str = "pk", now: datetime | None = None) -> set[Any]:
+    """`rows_update` without a lock: each row is written only where its `unchanged` columns
+    still hold the values the instance has (what the caller read, unlocked). Returns the keys
+    of the rows written; a row missing from it was changed meanwhile (or deleted), and the
+    caller decides again under a lock. One statement for any number of rows, where a lock per
+    row would be three round trips each (SELECT ... FOR UPDATE, UPDATE, COMMIT)."""
+    guards = tuple(unchanged)
+    fields = tuple(fields)
+    if not guards or set(guards) & set(fields):
+        raise ValueError("`unchanged` must name columns that are not written")
+    if not rows:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(*_update_statement(rows, fields, key, guards, now))
+        return {value for (value,) in cursor.fetchall()}
+
+
+def _update_statement(rows: Sequence[M], fields: tuple[str, ...], key: str, unchanged: tuple[str, ...],
+                      now: datetime | None) -> tuple[str, list[list[Any]]]:
     model = type(rows[0])
-    sql, columns = _update_sql(model, tuple(fields), key)
+    sql, columns = _update_sql(model, fields, key, unchanged)
     stamp = None
-    for field in columns[1:]:
+    for field in columns[1:len(fields) + 1]:
         if getattr(field, "auto_now", False):
             stamp = stamp or now or timezone.now()
             for row in rows:
@@ -63,9 +93,7 @@ def rows_update(rows: Sequence[M], fields: Iterable[str], *, key: str = "pk", no
     params: list[list[Any]] = [
         [field.get_db_prep_save(getattr(row, field.attname), connection) for row in rows] for field in columns
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    return sql, params
 
 
 @cache

@@ -35,3 +35,5 @@ def test_bench_quick_api_queries_snapshot_scale_and_kill_switch_print_numbers_fo
             assert NUMBER.match(row[2]), f"{title}: TinyWindow value {row[2]!r} is not a number"
             if has_baseline:
                 assert NUMBER.match(row[3]), f"{title}: baseline value {row[3]!r} is not a number"
+    checks = [row for row in rows if row[0] == "circuit breakers"]  # agent_scale's, no baseline
+    assert len(checks) == 1 and NUMBER.match(checks[0][2]), f"circuit-breaker check row:\n{output}"

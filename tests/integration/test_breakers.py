@@ -385,3 +385,77 @@ def test_inline_check_after_fills_when_many_agents_then_only_the_filled_agents_m
     assert checked() == after
     check_breakers(kinds=kinds)  # unscoped (a reject, an API error, beat): every agent
     assert all(checked()[t] > after[t] for t in after)
+
+
+# --- the check at scale: statements per config, not per target --------------------------------
+
+def test_full_check_when_four_times_the_new_agents_then_same_number_of_statements(agent):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.factories import make_agent
+
+    breaker(BreakerKind.CONSECUTIVE_LOSSES, "3", scope=BreakerScope.AGENT)
+    breaker(BreakerKind.DAILY_LOSS, "1000")
+
+    def statements() -> tuple[int, int]:
+        with CaptureQueriesContext(connection) as first:  # creates the new agents' state rows
+            breakers_check()
+        with CaptureQueriesContext(connection) as steady:
+            breakers_check()
+        return len(first), len(steady)
+
+    breakers_check()  # the global breaker's state row and the first agent's exist from here on
+    make_agent()
+    few = statements()  # one new agent
+    for _ in range(4):
+        make_agent()
+    many = statements()  # four new agents
+    assert many == few, (few, many)
+    assert CircuitBreakerState.objects.filter(config__name="consecutive_losses").count() == 6
+    assert not CircuitBreakerState.objects.filter(last_checked_at__isnull=True).exists()
+
+
+def test_consecutive_losses_of_many_agents_when_measured_at_once_then_as_one_by_one(agent, fixed_price_feed):
+    from safety.services import breakers
+    from tests.factories import make_agent
+
+    config = breaker(BreakerKind.CONSECUTIVE_LOSSES, "2", scope=BreakerScope.AGENT)
+    winner, idle, since_reset = make_agent(), make_agent(), make_agent()
+    for _ in range(3):
+        round_trip(agent, fixed_price_feed, "100", "95")  # three losses: deeper than the threshold
+    round_trip(winner, fixed_price_feed, "100", "95")
+    round_trip(winner, fixed_price_feed, "100", "110")  # the newest trade wins: no streak
+    round_trip(since_reset, fixed_price_feed, "100", "95")
+    round_trip(since_reset, fixed_price_feed, "100", "95")
+    breakers_check()
+    breaker_reset(reason="test", actor="test", name=f"consecutive_losses:{since_reset.pk}")  # counts afresh
+    round_trip(since_reset, fixed_price_feed, "100", "95")
+    states = breakers._states_of(config, [str(a.pk) for a in (agent, winner, idle, since_reset)])
+    assert states[str(since_reset.pk)].counting_since is not None
+
+    at_once = breakers._measure_consecutive_losses_of_agents(config, states)
+    now = timezone.now()
+    one_by_one = {t: breakers._measure_consecutive_losses(config, t, now, s.counting_since) for t, s in states.items()}
+    assert at_once == one_by_one
+    assert {t: m.value for t, m in at_once.items()} == {
+        str(agent.pk): 3, str(winner.pk): 0, str(idle.pk): 0, str(since_reset.pk): 1}
+
+
+def test_check_when_breaker_reset_after_it_was_read_then_decided_again_on_the_reset_state(agent, fixed_price_feed):
+    from safety.services import breakers
+
+    round_trip(agent, fixed_price_feed, "100", "90")
+    config = breaker(BreakerKind.DAILY_LOSS, "1")
+    breakers_check()
+    assert state_of("daily_loss") == BreakerStatus.OPEN
+    states = breakers._states_of(config, [""])  # read: OPEN, inside its recovery period (no change due)
+    breaker_reset(reason="operator", actor="ops", name="daily_loss")  # meanwhile: CLOSED again
+    now = timezone.now()
+    changes = breakers._apply(config, states, breakers._measure_all(config, states, now), now)
+    # The loss is still there: from the reset state (CLOSED) the measurement trips it again,
+    # where a write based on the stale read (OPEN, nothing due) would have left it CLOSED.
+    assert [(c.name, c.action) for c in changes] == [("daily_loss", "trip")]
+    assert state_of("daily_loss") == BreakerStatus.OPEN
+    assert list(CircuitBreakerEvent.objects.filter(breaker="daily_loss").order_by("pk")
+                .values_list("action", flat=True)) == ["trip", "reset", "trip"]

@@ -7,6 +7,7 @@ from django.db import connection, connections, transaction
 from django.forms.models import model_to_dict
 
 from paper.models import PaperBalance, PaperOrder, PaperVenueOrder
+from safety.models import CircuitBreakerState
 from tinywindow.rows import has_save_signals, rows_lock, rows_update
 from trading.lock_objects import lock_positions
 from trading.models import Order, Position
@@ -17,7 +18,7 @@ D = Decimal
 
 def test_written_models_when_checked_then_nothing_listens_to_their_saves():
     # rows_update sends no signals: a listener added to one of these models would be skipped.
-    for model in (Order, Position, PaperBalance, PaperVenueOrder, PaperOrder):
+    for model in (Order, Position, PaperBalance, PaperVenueOrder, PaperOrder, CircuitBreakerState):
         assert not has_save_signals(model), model
 
 
@@ -147,3 +148,18 @@ def test_compiled_query_when_locking_outside_a_transaction_then_refused_every_ti
         assert lock.instances(pk=position.pk) == [position]
     with pytest.raises(TransactionManagementError):  # and ours, once compiled
         lock.instances(pk=position.pk)
+
+
+def test_update_unchanged_when_a_row_changed_since_read_then_only_the_others_written(agent):
+    from tinywindow.rows import rows_update_unchanged
+
+    a, b = (Position.objects.create(agent=agent, symbol=s, quantity=D("1")) for s in ("BTC/USDT", "ETH/USDT"))
+    Position.objects.filter(pk=b.pk).update(quantity=D("2"))  # b as read (quantity 1) is stale now
+    a.realized_pnl, b.realized_pnl = D("5"), D("7")
+    written = rows_update_unchanged([a, b], ("realized_pnl",), unchanged=("quantity",))
+    assert written == {a.pk}
+    assert Position.objects.get(pk=a.pk).realized_pnl == D("5")
+    assert Position.objects.get(pk=b.pk).realized_pnl == 0 and Position.objects.get(pk=b.pk).quantity == D("2")
+    assert rows_update_unchanged([], ("realized_pnl",), unchanged=("quantity",)) == set()
+    with pytest.raises(ValueError, match="not written"):
+        rows_update_unchanged([a], ("quantity",), unchanged=("quantity",))

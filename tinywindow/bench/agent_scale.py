@@ -18,6 +18,10 @@ Two measures, each against the same agents running a no-op strategy (the baselin
   10,000 agents at 60 s; the quick one the same ticks per second at a 5 s interval (833
   agents), so it finishes in seconds.
 Goal (issue 10): ≥ 10,000 agents at 60 s with p99 lag < 1 s.
+
+And the safety system at that scale: one full circuit-breaker check (what beat sends the engine
+every BREAKER_CHECK_SECONDS) with the sustained run's agents active must finish within that
+period, or an engine process never gets out of it.
 """
 
 from __future__ import annotations
@@ -147,6 +151,9 @@ def run(ctx: BenchContext) -> list[BenchRow]:
             lags[label] = _lags(ctx, ids[:n_sustained], tick_seconds, intervals, label)
             ctx.say(f"    lag p50 {percentile(lags[label], 50):.3f} s, p90 {percentile(lags[label], 90):.3f} s, "
                     f"max {max(lags[label]):.3f} s")
+        Agent.objects.filter(pk__in=ids).update(status="stopped")
+        _use(ids[:n_sustained], REAL, tick_seconds=tick_seconds)
+        check_seconds, breakers = _breaker_check(ctx, n_sustained)
     finally:
         Agent.objects.filter(pk__in=ids).update(status="stopped")
         worker.stop()
@@ -162,4 +169,30 @@ def run(ctx: BenchContext) -> list[BenchRow]:
                  + (f" (= {GOAL_AGENTS:,} at 60 s)" if tick_seconds != 60 else "")
                  + f", {len(lags['SMA cross']):,} ticks (baseline: no-op strategy)", p99, base_p99, "s",
                  f"< {GOAL_LAG_S:.0f} s", p99 < GOAL_LAG_S, note=load),
+        BenchRow("circuit breakers", f"full check of all {breakers} breakers (beat's, every "
+                 f"{settings.BREAKER_CHECK_SECONDS} s) at {n_sustained:,} active agents, median of {CHECK_RUNS}",
+                 check_seconds, None, "s", f"< {settings.BREAKER_CHECK_SECONDS} s (its period)",
+                 check_seconds < settings.BREAKER_CHECK_SECONDS, note=load),
     ]
+
+
+CHECK_RUNS = 3
+
+
+def _breaker_check(ctx: BenchContext, n: int) -> tuple[float, int]:
+    """Seconds of one full circuit-breaker check (the periodic one: every breaker, every agent
+    of the agent-scoped ones) with these agents active, and how many breakers it checks. Beat
+    sends it every BREAKER_CHECK_SECONDS to the engine: one that takes longer keeps an engine
+    process busy for good. Run here, in the bench process: the same function the task runs."""
+    from safety.models import CircuitBreakerConfig
+    from safety.services.breakers import breakers_check
+
+    ctx.say(f"  full circuit-breaker check at {n:,} active agents: first (creates their state rows), "
+            f"then {CHECK_RUNS} ...")
+    breakers_check()
+    times = []
+    for _ in range(CHECK_RUNS):
+        started = time.perf_counter()
+        breakers_check()
+        times.append(time.perf_counter() - started)
+    return percentile(times, 50), CircuitBreakerConfig.objects.filter(enabled=True).count()
