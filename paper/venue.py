@@ -139,6 +139,13 @@ class PaperVenue:
         venue_order = PaperVenueOrder.objects.filter(client_order_id=client_order_id).first()
         return self.report(venue_order) if venue_order else None
 
+    def fetch_many(self, client_order_ids: list[str]) -> dict[str, VenueOrderReport]:
+        """`fetch` of many orders in two statements (the orders, their trades); the ones the venue
+        does not know are left out."""
+        self._simulate_latency(None)
+        found = PaperVenueOrder.objects.filter(client_order_id__in=client_order_ids).prefetch_related("trades")
+        return {venue_order.client_order_id: self.report(venue_order) for venue_order in found}
+
     def cancel(self, client_order_id: str) -> VenueOrderReport | None:
         self._simulate_latency(None)
         with transaction.atomic():

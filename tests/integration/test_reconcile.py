@@ -109,6 +109,52 @@ def test_reconcile_when_submitted_order_filled_at_venue_unrecorded_then_executed
     assert (again.orders_refreshed, Fill.objects.count()) == (0, 1)
 
 
+def test_reconcile_when_paper_orders_filled_at_venue_unrecorded_then_executed_after_one_bulk_fetch(
+        agent, fixed_price_feed):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    orders = [_buy(agent, "0.1", enqueue=False) for _ in range(3)]
+    for order in orders:  # the crash, as above, on the paper venue
+        Order.objects.filter(pk=order.pk).update(status=OrderStatus.SUBMITTED, submitted_at=timezone.now())
+        gateway_for("paper").submit_order(order_request(order))
+
+    with CaptureQueriesContext(connection) as queries:
+        report = reconcile_run(now=timezone.now() + LATER)
+
+    assert [Order.objects.get(pk=o.pk).status for o in orders] == [OrderStatus.EXECUTED] * 3
+    assert Fill.objects.filter(order__in=orders).count() == 3
+    assert Position.objects.get(agent=agent).quantity == D("0.3")
+    assert (report.orders_refreshed, report.errors) == (3, [])
+    asked = [q["sql"] for q in queries if '"paper_venue_orders"."client_order_id"' in q["sql"]
+             and "FOR UPDATE" not in q["sql"]]
+    assert len(asked) == 1 and " IN (" in asked[0], asked  # the three orders in one fetch
+
+
+def test_reconcile_when_venue_holds_orders_as_booked_then_no_lock_and_same_statements_for_more(
+        agent, fixed_price_feed):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def resting(count: int) -> None:  # limit buys below the market (100): open at the venue, unfilled
+        for _ in range(count):
+            order_execute(order_id=_buy(agent, "0.1", order_type="limit", price=D("97"), enqueue=False).pk)
+
+    def statements() -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            report = reconcile_run(now=timezone.now() + LATER)
+        assert (report.orders_refreshed, report.errors) == (0, [])
+        return [q["sql"] for q in queries]
+
+    resting(2)
+    few = statements()
+    resting(6)
+    many = statements()
+    assert Order.objects.filter(status=OrderStatus.SUBMITTED).count() == 8
+    assert len(many) == len(few), (few, many)
+    assert not [sql for sql in many if "FOR UPDATE" in sql]  # nothing to apply: no order locked
+
+
 def test_engine_start_when_pending_order_was_never_enqueued_then_reconcile_sends_it(agent, start_worker):
     lost = _buy(agent, "0.01", enqueue=False)  # committed, then the process died before the enqueue
     Order.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(seconds=90))

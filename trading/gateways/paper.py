@@ -121,6 +121,11 @@ class PaperGateway:
     def cancel_order(self, client_order_id: str, symbol: str) -> VenueOrderReport | None:
         return self._timed("cancel_order", lambda: self.venue.cancel(client_order_id))
 
+    def fetch_orders(self, client_order_ids: list[str]) -> dict[str, VenueOrderReport | None]:
+        """Bulk fetch (reconciliation): every order's report, None for one the venue does not know."""
+        found = self._timed("fetch_orders", lambda: self.venue.fetch_many(client_order_ids))
+        return {client_order_id: found.get(client_order_id) for client_order_id in client_order_ids}
+
     def cancel_orders(self, client_order_ids: list[str], symbol: str) -> dict[str, VenueOrderReport | None]:
         """Bulk cancel (the kill switch): one venue transaction for the whole batch."""
         from paper.services.bulk import venue_orders_cancel

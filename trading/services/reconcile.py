@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -199,6 +199,10 @@ def _error(report: ReconcileReport, exchange: str, step: str, problem: object) -
 
 
 # --- 1. orders -----------------------------------------------------------------------------------
+# Orders asked of a venue with a bulk fetch (`fetch_orders`, the paper venue) at once.
+FETCH_BATCH = 1000
+
+
 def _reconcile_orders(*, exchange: str, gateway: Gateway, now: datetime, report: ReconcileReport) -> None:
     lost_before = now - timedelta(seconds=settings.RECONCILE_STALE_SECONDS)
     at_venue = (Order.objects.filter(exchange=exchange, status__in=[OrderStatus.SUBMITTED,
@@ -206,15 +210,13 @@ def _reconcile_orders(*, exchange: str, gateway: Gateway, now: datetime, report:
                 .order_by("pk"))
     stale_pending = Order.objects.filter(exchange=exchange, status=OrderStatus.PENDING,
                                          created_at__lt=lost_before).order_by("pk")
-    for order in [*at_venue, *stale_pending]:
-        try:
-            venue_report = gateway.fetch_order(order.client_order_id, order.symbol)
-        except TemporaryExchangeError:
-            raise  # the venue is not answering: stop asking it about every other order
-        except ExchangeError as exc:  # about this order only (a symbol gone from the venue...)
-            _error(report, exchange, f"order {order.client_order_id}", exc)
+    for order, venue_report in _venue_reports(gateway, [*at_venue, *stale_pending]):
+        if isinstance(venue_report, ExchangeError):  # about this order only (a symbol gone from the venue...)
+            _error(report, exchange, f"order {order.client_order_id}", venue_report)
             continue
         if venue_report is not None:
+            if _venue_agrees(order, venue_report):
+                continue
             if _order_refresh(order, venue_report, gateway=gateway, now=now):
                 report.orders_refreshed += 1
         elif order.status != OrderStatus.PARTIALLY_FILLED and (order.submitted_at or order.created_at) < lost_before:
@@ -222,6 +224,36 @@ def _reconcile_orders(*, exchange: str, gateway: Gateway, now: datetime, report:
         elif order.status == OrderStatus.PARTIALLY_FILLED:
             # It traded, so the venue knew it: only a human can tell what happened to the rest.
             _error(report, exchange, f"order {order.client_order_id}", "partially filled here, unknown to the venue")
+
+
+def _venue_reports(gateway: Gateway, orders: list[Order]) -> Iterator[tuple[Order, VenueOrderReport | None |
+                                                                              ExchangeError]]:
+    """What the venue says of each order (None: it does not know it; an ExchangeError: asking
+    about this order failed). A venue with a bulk fetch is asked FETCH_BATCH orders at a time:
+    a statement per thousand orders on the paper venue instead of one per order (10,000 open
+    orders took ~9.5 s a run). Others are asked one by one. A TemporaryExchangeError (the venue
+    is not answering) stops the run for this venue: no point asking it about every other order."""
+    fetch_many = getattr(gateway, "fetch_orders", None)
+    for start in range(0, len(orders), FETCH_BATCH):
+        chunk = orders[start:start + FETCH_BATCH]
+        if fetch_many is not None:
+            found = fetch_many([order.client_order_id for order in chunk])
+            yield from ((order, found.get(order.client_order_id)) for order in chunk)
+            continue
+        for order in chunk:
+            try:
+                yield order, gateway.fetch_order(order.client_order_id, order.symbol)
+            except TemporaryExchangeError:
+                raise
+            except ExchangeError as exc:
+                yield order, exc
+
+
+def _venue_agrees(order: Order, venue_report: VenueOrderReport) -> bool:
+    """The venue holds the order open with what our books say is filled: nothing to apply, and no
+    lock to take (most orders of a run, every run: resting limit orders)."""
+    return (order.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)
+            and venue_report.status == "open" and venue_report.filled_quantity == order.filled_quantity)
 
 
 def _order_refresh(order: Order, venue_report: VenueOrderReport, *, gateway: Gateway, now: datetime) -> bool:
