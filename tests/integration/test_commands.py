@@ -103,18 +103,33 @@ def test_shellenv_when_evaluated_then_runbook_mode_check_and_psql_reach_the_syst
     from django.conf import settings
 
     from tests.conftest import _test_database_url
+    from tinywindow.redis_client import get_redis
 
-    # The runbook's "Check Mode" (`echo $PAPER_TRADING_MODE`) in a shell that never set it.
+    # The runbook's "Check Mode" (`echo $PAPER_TRADING_MODE`) in a shell that never set it, its
+    # SQL through psql, and its `redis-cli GET` verbatim: the test Redis is not database 0, and
+    # on the embedded servers not on 6379 either (where the machine's own Redis may answer).
+    get_redis().set("tinywindow:kill_switch:active", "shellenv-test")
     script = (f'eval "$({shlex.quote(sys.executable)} manage.py shellenv)"; echo "mode=$PAPER_TRADING_MODE"; '
-              'psql -XAtc "SELECT current_database()"')
+              'psql -XAtc "SELECT current_database()"; redis-cli GET tinywindow:kill_switch:active')
     env = {k: v for k, v in os.environ.items() if k != "PAPER_TRADING_MODE" and not k.startswith("PG")}
     env["DATABASE_URL"] = _test_database_url()
     result = subprocess.run(["bash", "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["mode=true", settings.DATABASES["default"]["NAME"]]
+    assert result.stdout.splitlines() == ["mode=true", settings.DATABASES["default"]["NAME"], "shellenv-test"]
 
     live = manage("shellenv", env={**env, "PAPER_TRADING_MODE": "false", "SECRET_KEY": "x" * 50})
     assert "export PAPER_TRADING_MODE=false" in live.stdout.splitlines()
+
+
+def test_shellenv_redis_cli_when_url_names_host_port_db_user_and_tls_then_wrapper_passes_them(tmp_path):
+    from tinywindow.management.commands.shellenv import redis_cli_wrapper
+
+    wrapper = redis_cli_wrapper("rediss://ops:s3cret@10.0.0.5:6380/3", tmp_path)
+    script = wrapper.read_text()
+    assert os.access(wrapper, os.X_OK)
+    assert '-h 10.0.0.5 -p 6380 -n 3 --user ops --tls "$@"' in script
+    assert "s3cret" not in script  # REDISCLI_AUTH supplies it: no password on disk
+    assert redis_cli_wrapper("unix:///run/redis.sock", tmp_path / "other") is None
 
 
 def test_up_help_when_asked_then_explains_options():

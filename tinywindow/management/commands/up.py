@@ -329,7 +329,8 @@ class Command(BaseCommand):
         lines += [
             f"  PostgreSQL    {redact_url(database_url)}   (pg_isready -h {pg.hostname} -p {pg.port or 5432})",
             f"  Redis         {redact_url(redis_url)}   (redis-cli -p {rd.port or 6379} ping)",
-            "  Tools         eval \"$(python manage.py shellenv)\"   tools on PATH, PG* and PAPER_TRADING_MODE set",
+            "  Tools         eval \"$(python manage.py shellenv)\"   tools on PATH (redis-cli aimed at this Redis), "
+            "PG* and PAPER_TRADING_MODE set",
             "  SQL shell     python manage.py dbshell",
             f"  Logs          {data / 'log'}/",
             "Press Ctrl-C to stop everything.",
