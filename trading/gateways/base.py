@@ -6,11 +6,13 @@ them apart. Gateways raise only TinyWindow's `ExchangeError` subclasses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from typing import Protocol
+
+from tinywindow.exceptions import ExchangeError, TemporaryExchangeError
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,27 @@ def gateway_cancel_orders(gateway: Gateway, client_order_ids: list[str],
     if bulk is not None:
         return bulk(client_order_ids, symbol)
     return {cid: gateway.cancel_order(cid, symbol) for cid in client_order_ids}
+
+
+def gateway_fetch_orders(gateway: Gateway, orders: Sequence[tuple[str, str]]
+                         ) -> Iterator[tuple[str, VenueOrderReport | None | ExchangeError]]:
+    """What the venue says of each (client_order_id, symbol), in order: its report, None when it
+    does not know the order, or the ExchangeError that asking about this one order raised (a
+    symbol gone from the venue...). A TemporaryExchangeError — the venue is not answering — is
+    raised: no point asking it about every other order. Uses the gateway's bulk `fetch_orders`
+    when it has one (the paper venue: two statements for all), else asks one by one."""
+    bulk = getattr(gateway, "fetch_orders", None)
+    if bulk is not None:
+        found = bulk([client_order_id for client_order_id, _ in orders])
+        yield from ((client_order_id, found[client_order_id]) for client_order_id, _ in orders)
+        return
+    for client_order_id, symbol in orders:
+        try:
+            yield client_order_id, gateway.fetch_order(client_order_id, symbol)
+        except TemporaryExchangeError:
+            raise
+        except ExchangeError as exc:
+            yield client_order_id, exc
 
 
 def gateway_fetch_balances(gateway: Gateway, account: str = "") -> dict[str, Decimal] | None:
