@@ -361,6 +361,30 @@ def test_fills_positions_snapshots_performance_when_book_exists_then_listed(clie
     assert agent["performance"]["trades"] == 1 and D(agent["performance"]["total_pnl"]) > 0
 
 
+def test_agents_when_listed_then_a_page_at_a_time_with_a_count_and_bounded_queries(
+        users, django_assert_max_num_queries):
+    """GET /api/agents/ answered every agent at once (1.8-2.1 s and 7.7 MB at 10,000 agents):
+    it is paginated as the other lists, and a page costs the same queries however many agents there are."""
+    made = [make_agent(name=f"paged-{n}") for n in range(5)]
+    agent_set_status(agent=made[1], status="paused", reason="page test", actor="test", source="test")
+    client = Client(REMOTE_ADDR=REMOTE, HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=users['viewer'])}")
+    with django_assert_max_num_queries(3):  # token, count, page
+        first = client.get("/api/agents/?limit=2").json()
+    assert first["count"] == 5 and first["previous"] is None and len(first["results"]) == 2
+    walked, page = [], first
+    while True:
+        walked += [(a["id"], a["name"], a["schedule"]["every_seconds"]) for a in page["results"]]
+        if page["next"] is None:
+            break
+        page = client.get(page["next"]).json()
+    assert walked == [(a.pk, a.name, 5) for a in made]  # by id, each once, with its schedule
+    paused = client.get("/api/agents/?status=paused").json()
+    assert paused["count"] == 1 and [a["name"] for a in paused["results"]] == ["paged-1"]
+    for query, field in (("limit=0", "limit"), ("offset=-1", "offset"), ("status=lost", "status")):
+        response = client.get(f"/api/agents/?{query}")
+        assert response.status_code == 400 and field in response.json(), response.content
+
+
 @pytest.mark.parametrize("path", ["/api/status", "/api/agents/", "/api/orders/", "/api/fills/", "/api/positions/",
                                   "/api/portfolio-snapshots/", "/api/agent-performance/"])
 def test_read_when_viewer_then_200_and_when_anonymous_remote_then_refused(clients, path):
