@@ -9,6 +9,7 @@ counters of all of them add up in one /metrics.
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 import logging
 import logging.config
@@ -20,6 +21,7 @@ import redis
 from celery import signals
 
 from tinywindow import logs, metrics
+from tinywindow.heap import freeze_startup_heap
 
 logger = logging.getLogger(__name__)
 
@@ -204,3 +206,23 @@ def worker_gone(sender: Any = None, **_: Any) -> None:
         get_redis().delete(_heartbeat_key(hostname))
     except redis.RedisError as exc:
         logger.debug("worker heartbeat not removed: %s", exc)
+
+
+# --- garbage collection (tinywindow.heap) -------------------------------------------------------
+
+@signals.worker_before_create_process.connect
+def freeze_before_fork(**_: Any) -> None:
+    # In the prefork parent, before each child: after the first time the collection is cheap.
+    freeze_startup_heap("worker parent, before a pool fork")
+
+
+@signals.worker_process_init.connect
+def report_inherited_freeze(**_: Any) -> None:
+    logger.debug("pool process %d: %d objects inherited frozen", os.getpid(), gc.get_freeze_count())
+
+
+@signals.worker_ready.connect
+def freeze_after_start(**_: Any) -> None:
+    # Also the worker that runs tasks in its main process (--pool solo/threads) and whatever the
+    # main process loaded while its pool started.
+    freeze_startup_heap("worker main process, ready")

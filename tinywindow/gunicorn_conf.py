@@ -47,3 +47,15 @@ def child_exit(server, worker) -> None:  # gunicorn's hook signature
     from tinywindow.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker) -> None:  # gunicorn's hook signature: in the worker, the app loaded
+    # Load the URLconf (views, DRF, the schema) now rather than at the first request, then take
+    # the start-up heap out of the cycle collector's reach: a full collection would stop all of
+    # this worker's threads for over 100 ms (tinywindow.heap).
+    from django.urls import get_resolver
+
+    from tinywindow.heap import freeze_startup_heap
+
+    get_resolver().url_patterns  # noqa: B018 - imported for its side effect: the views load
+    freeze_startup_heap(f"web worker {worker.pid}")
