@@ -6,16 +6,20 @@ APIView, so they must not import rest_framework.views (this module does)."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from django import db
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
-from rest_framework import status
+from rest_framework import generics, serializers, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from tinywindow.exceptions import OperationalError, TinyWindowError, ValidationError
@@ -35,6 +39,47 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, TinyWindowError):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     return drf_exception_handler(exc, context)
+
+
+# --- filtered lists -------------------------------------------------------------------------------
+
+
+@functools.cache
+def _filter_names(serializer_class: type[serializers.Serializer]) -> frozenset[str]:
+    return frozenset(serializer_class().fields)
+
+
+@functools.cache
+def _no_filters(serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
+    """What an empty query validates to (the defaults), once: most reads pass no filter, and
+    making a serializer costs a deep copy of its fields (issue 10)."""
+    serializer = serializer_class(data={})
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def query_filters(view: APIView, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
+    """The validated query filters (empty values are ignored); a bad one is a 400 naming it."""
+    names = _filter_names(serializer_class)
+    data = {k: v for k, v in view.request.query_params.items() if k in names and v != ""}
+    if not data:
+        return dict(_no_filters(serializer_class))
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class FilteredListView(generics.ListAPIView):
+    """A read-only list, a page at a time, whose query parameters are validated by
+    `filter_serializer_class` and passed to `selector` (renamed by `filter_names`)."""
+
+    filter_serializer_class: type[serializers.Serializer]
+    selector: Callable[..., Any]
+    filter_names: dict[str, str] = {}
+
+    def get_queryset(self) -> QuerySet:
+        filters = query_filters(self, self.filter_serializer_class)
+        return type(self).selector(**{self.filter_names.get(k, k): v for k, v in filters.items()})
 
 
 # --- rendering -------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def check_breakers() -> dict[str, Any]:
     if status is None:  # mirror missing: the database knows
         from safety.services.breakers import aggregate_status, breaker_states
 
-        status = aggregate_status(s.state for s in breaker_states())
+        status = aggregate_status(s.state for s in breaker_states(not_closed=True))
     return {"ok": True, "status": status}
 
 

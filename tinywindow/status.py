@@ -84,9 +84,7 @@ def system_status() -> SystemStatus:
             row = cursor.fetchone()
         states, kill_id, kill, statuses, counts, open_orders, snap = (
             row[0], row[1], row[2:7], row[7], row[8], row[9], row[10:])
-        open_breakers = [] if set(states) <= {BreakerStatus.CLOSED} else list(
-            CircuitBreakerState.objects.select_related("config").exclude(state=BreakerStatus.CLOSED)
-            .order_by("config__name", "target"))
+        open_breakers = [] if set(states) <= {BreakerStatus.CLOSED} else breaker_states(not_closed=True)
         by_status = dict(zip(statuses or [], counts or [], strict=True))
         return SystemStatus(
             mode=trading_mode(),
@@ -125,7 +123,7 @@ def desk_banner() -> DeskBanner:
     mode = trading_mode()
     try:
         view = kill_switch_state()
-        not_closed = [s for s in breaker_states() if s.state != BreakerStatus.CLOSED]
+        not_closed = breaker_states(not_closed=True)
     except (DatabaseError, SafetyStateUnknown) as exc:
         return DeskBanner(mode=mode, level="danger", kill_switch_active=None,
                           error=f"safety state unknown: {str(exc).splitlines()[0][:200]}")

@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from safety.models import AuditEvent, CircuitBreakerEvent, KillSwitchEvent, KillSwitchMode, RiskLimit
+from safety.models import (
+    AuditEvent,
+    BreakerStatus,
+    CircuitBreakerEvent,
+    KillSwitchEvent,
+    KillSwitchMode,
+    RiskLimit,
+)
 from safety.services.kill_switch import MAX_REASON_LENGTH
 
 
@@ -40,6 +47,12 @@ class CircuitBreakerStateSerializer(serializers.Serializer):
     recovery_seconds = serializers.IntegerField(source="config.recovery_seconds")
     changed_at = serializers.DateTimeField(allow_null=True)
     last_checked_at = serializers.DateTimeField(allow_null=True)
+
+
+class BreakerFilterSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=BreakerStatus.choices, required=False)
+    breaker = serializers.CharField(max_length=64, required=False,
+                                    help_text="A breaker's name, e.g. `consecutive_losses` (every target of it).")
 
 
 class BreakerResetSerializer(serializers.Serializer):

@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from safety.api.serializers import (
     AuditEventSerializer,
+    BreakerFilterSerializer,
     BreakerResetSerializer,
     CircuitBreakerEventSerializer,
     CircuitBreakerStateSerializer,
@@ -20,9 +21,10 @@ from safety.api.serializers import (
     RiskLimitSerializer,
 )
 from safety.models import AuditEvent, CircuitBreakerEvent, KillSwitchEvent, RiskLimit
-from safety.services.breakers import breaker_reset, breaker_states
+from safety.services.breakers import breaker_reset, breaker_states_list
 from safety.services.kill_switch import kill_switch_disengage, kill_switch_engage, kill_switch_read_db
 from safety.services.risk import risk_limit_set
+from tinywindow.api import FilteredListView
 from tinywindow.permissions import ADMIN, OPERATOR, actor_name, client_address
 
 
@@ -81,14 +83,14 @@ class KillSwitchEventList(generics.ListAPIView):
     serializer_class = KillSwitchEventSerializer
 
 
-class CircuitBreakerList(generics.ListAPIView):
-    """Every breaker with its state (one row per breaker and target)."""
+@extend_schema(parameters=[BreakerFilterSerializer])
+class CircuitBreakerList(FilteredListView):
+    """The breakers with their state (one row per breaker and target: per agent, exchange or
+    symbol), a page at a time; `state=OPEN` lists the ones that stop trading now."""
 
     serializer_class = CircuitBreakerStateSerializer
-    pagination_class = None
-
-    def get_queryset(self):
-        return breaker_states()
+    filter_serializer_class = BreakerFilterSerializer
+    selector = breaker_states_list
 
 
 class CircuitBreakerReset(APIView):

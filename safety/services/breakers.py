@@ -26,7 +26,7 @@ from decimal import Decimal
 
 import redis
 from django.db import DatabaseError, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from safety.models import (
@@ -589,8 +589,22 @@ def breaker_refusal_fast(order) -> str | None:
     return breaker_refusal(order, count_probe=True)
 
 
-def breaker_states() -> list[CircuitBreakerState]:
-    return list(CircuitBreakerState.objects.select_related("config").order_by("config__name", "target"))
+def breaker_states_list(*, state: str | None = None, breaker: str | None = None) -> QuerySet[CircuitBreakerState]:
+    """Breaker states with their config, by breaker name and target; only those in `state`, or
+    of the breaker named `breaker` (e.g. `consecutive_losses`), when given."""
+    states = CircuitBreakerState.objects.select_related("config").order_by("config__name", "target")
+    if state:
+        states = states.filter(state=state)
+    if breaker:
+        states = states.filter(config__name=breaker)
+    return states
+
+
+def breaker_states(*, not_closed: bool = False) -> list[CircuitBreakerState]:
+    """Every breaker state; with `not_closed`, only the open and half-open ones (what a banner or
+    a health check needs: per-agent breakers make tens of thousands of closed rows at scale)."""
+    states = breaker_states_list()
+    return list(states.exclude(state=BreakerStatus.CLOSED) if not_closed else states)
 
 
 # --- defaults ---------------------------------------------------------------------------------------

@@ -89,3 +89,35 @@ def test_risk_limits_when_admin_sets_global_then_replaced_and_audited(clients):
     assert RiskLimit.objects.filter(agent__isnull=True).count() == 1
     assert RiskLimit.objects.get(agent__isnull=True).max_order_notional == 1234
     assert AuditEvent.objects.filter(action="risk_limit.set", actor="admin-user").exists()
+
+
+def test_breakers_when_listed_then_a_page_at_a_time_filtered_by_state_and_breaker(clients):
+    """GET /api/circuit-breakers/ answered every state at once (one per agent for the per-agent
+    breaker: tens of thousands at scale); it is paginated as the other lists, with filters."""
+    from safety.models import CircuitBreakerState
+    from safety.services.breakers import breakers_check
+    from tests.desk import open_stale_data_breaker
+    from tests.factories import make_agent
+
+    agents = [make_agent(name=f"breaker-page-{n}") for n in range(3)]
+    breakers_check()
+    opened = open_stale_data_breaker("BTC/USDT")
+    total = CircuitBreakerState.objects.count()
+    get = clients["viewer"].get
+
+    walked, page = [], get("/api/circuit-breakers/?limit=2").json()
+    assert page["count"] == total > 3 and len(page["results"]) == 2
+    while True:
+        walked += [row["name"] for row in page["results"]]
+        if page["next"] is None:
+            break
+        page = get(page["next"]).json()
+    assert len(walked) == len(set(walked)) == total  # each state once, by breaker name then target
+
+    open_now = get("/api/circuit-breakers/?state=OPEN").json()
+    assert [row["name"] for row in open_now["results"]] == [opened] and open_now["results"][0]["state"] == "OPEN"
+    per_agent = get("/api/circuit-breakers/?breaker=consecutive_losses").json()["results"]
+    assert sorted(row["target"] for row in per_agent) == sorted(str(a.pk) for a in agents)
+    for query, field in (("state=BROKEN", "state"), ("limit=0", "limit"), ("breaker=" + "x" * 65, "breaker")):
+        response = get(f"/api/circuit-breakers/?{query}")
+        assert response.status_code == 400 and field in response.json(), response.content

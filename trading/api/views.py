@@ -8,12 +8,10 @@ viewer, `write_roles` names the role of each write.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.db import IntegrityError
-from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
@@ -23,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from tinywindow.api import fast_renderers
+from tinywindow.api import FilteredListView, fast_renderers, query_filters
 from tinywindow.exceptions import ValidationError
 from tinywindow.permissions import ADMIN, OPERATOR, actor_name, client_address
 from tinywindow.status import system_status
@@ -72,31 +70,6 @@ ERROR_EXAMPLE = OpenApiExample(
     value={"strategy": ["strategy module 'trading.strategies.nope' does not exist"]})
 
 
-@functools.cache
-def _filter_names(serializer_class: type[serializers.Serializer]) -> frozenset[str]:
-    return frozenset(serializer_class().fields)
-
-
-@functools.cache
-def _no_filters(serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
-    """What an empty query validates to (the defaults), once: most reads pass no filter, and
-    making a serializer costs a deep copy of its fields (issue 10)."""
-    serializer = serializer_class(data={})
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
-
-
-def _filters(view: APIView, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
-    """The validated query filters (empty values are ignored); a bad one is a 400 naming it."""
-    names = _filter_names(serializer_class)
-    data = {k: v for k, v in view.request.query_params.items() if k in names and v != ""}
-    if not data:
-        return dict(_no_filters(serializer_class))
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
 def _service(call: Callable[[], T]) -> T:
     """Run an agent service; its ValidationError becomes a 400 on the field it names. A strategy
     parameter's error (field `fast`, `period`, ...) is reported under `params`."""
@@ -106,18 +79,6 @@ def _service(call: Callable[[], T]) -> T:
         field = exc.field if exc.field in (*UPDATABLE_FIELDS, "agent") else ("params" if exc.field else
                                                                              "non_field_errors")
         raise serializers.ValidationError({field: [exc.message]}) from exc
-
-
-class FilteredListView(generics.ListAPIView):
-    """A read-only list whose query parameters are validated by `filter_serializer_class`."""
-
-    filter_serializer_class: type[serializers.Serializer]
-    selector: Callable[..., Any]
-    filter_names: dict[str, str] = {}
-
-    def get_queryset(self) -> QuerySet:
-        filters = _filters(self, self.filter_serializer_class)
-        return type(self).selector(**{self.filter_names.get(k, k): v for k, v in filters.items()})
 
 
 # --- agents --------------------------------------------------------------------------------------
@@ -229,7 +190,7 @@ class OrderList(FilteredListView):
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         # Tuples from values_list() and a hand-written row writer: no model instance, no
         # field object per column (the ModelSerializer cost ~0.7 ms a row; issue 10).
-        filters = _filters(self, self.filter_serializer_class)
+        filters = query_filters(self, self.filter_serializer_class)
         rows = orders_list(base=ORDER_ROWS.base, **{self.filter_names.get(k, k): v for k, v in filters.items()})
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(ORDER_ROWS.rows(page))
