@@ -143,6 +143,7 @@ class CircuitBreakerConfigAdmin(AuditedAdmin):
 @admin.register(CircuitBreakerState)
 class CircuitBreakerStateAdmin(ReadOnlyAdmin):
     list_display = ("__str__", "state", "last_value", "changed_at", "last_checked_at", "probe_orders_used")
+    list_select_related = ("config",)  # each row's name is its config's: one query a page, not one a row
     list_filter = ("state", "config__kind")
     actions = ["reset_breakers"]
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from safety.models import AuditEvent, CircuitBreakerEvent, CircuitBreakerState, KillSwitchEvent
+from safety.services.breakers import breakers_check
 from safety.services.kill_switch import kill_switch_engage, kill_switch_read_db
 from tests.desk import make_book, make_role_users, open_stale_data_breaker
 from tests.factories import make_agent
@@ -164,6 +167,22 @@ def test_breaker_reset_action_when_viewer_then_unavailable_and_when_operator_the
     assert CircuitBreakerState.objects.get(target="BTC/USDT").state == "CLOSED"
     event = CircuitBreakerEvent.objects.get(action="reset")
     assert (event.breaker, event.actor) == (name, "operator-user")
+
+
+def test_breaker_states_page_when_many_agents_then_same_queries_as_for_few(clients, django_assert_max_num_queries):
+    """One state per agent for the per-agent breaker: the page must not read each row's config
+    on its own (it did: 100 queries for a page at 10,000 agents)."""
+    make_agent()
+    breakers_check()
+    clients["viewer"].get("/admin/safety/circuitbreakerstate/")  # session and caches warm
+    with CaptureQueriesContext(connection) as few:
+        assert clients["viewer"].get("/admin/safety/circuitbreakerstate/").status_code == 200
+    for _ in range(6):
+        make_agent()
+    breakers_check()
+    with django_assert_max_num_queries(len(few)):
+        page = clients["viewer"].get("/admin/safety/circuitbreakerstate/")
+    assert page.status_code == 200 and page.content.count(b"consecutive_losses:") >= 7
 
 
 def test_agent_actions_when_operator_pauses_then_paused_and_when_viewer_then_unchanged(clients):
