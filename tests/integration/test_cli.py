@@ -12,6 +12,7 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 
 from safety.models import AuditEvent, CircuitBreakerEvent, KillSwitchEvent
+from safety.services.breakers import breakers_check
 from safety.services.kill_switch import kill_switch_engage, kill_switch_read_db
 from tests.desk import open_stale_data_breaker
 from tests.factories import make_agent
@@ -97,16 +98,21 @@ def test_killswitch_when_database_unreachable_then_exit_1_clear_message(run, wor
 
 def test_breakers_status_and_reset_when_one_open_then_listed_and_closed_by_cli(run, redis_client):
     make_agent()
+    breakers_check(kinds=["consecutive_losses"])  # the agent's own breaker: a closed row
     name = open_stale_data_breaker("BTC/USDT")
     status = run("breakers", "status")
     assert status.returncode == 0 and "Circuit breakers: OPEN" in status.stdout and name in status.stdout
     assert json.loads(run("breakers", "status", "--json").stdout)["status"] == "OPEN"
+    only_open = run("breakers", "status", "--open", "--json").stdout
+    assert [b["name"] for b in json.loads(only_open)["breakers"]] == [name]  # not the closed ones
+    assert len(json.loads(run("breakers", "status", "--json").stdout)["breakers"]) > 1
     result = run("breakers", "reset", "--name", name, "--reason", "Market conditions stabilized")
     assert result.returncode == 0 and f"Reset: {name}" in result.stdout
     event = CircuitBreakerEvent.objects.get(action="reset")
     assert (event.breaker, event.actor, event.reason) == (name, ACTOR, "Market conditions stabilized")
     assert redis_client.get("tinywindow:circuit_breaker:status") == "CLOSED"
     assert "Circuit breakers: CLOSED" in run("breakers", "status").stdout
+    assert "(none open)" in run("breakers", "status", "--open").stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -23,6 +23,9 @@ class Command(BaseCommand):
         actions = parser.add_subparsers(dest="action", required=True, metavar="{status,reset}")
         status = actions.add_parser("status", help="Every breaker with its state, value and threshold.")
         status.add_argument("--json", action="store_true", help="Print the breakers as JSON.")
+        status.add_argument("--open", action="store_true",
+                            help="Only the breakers not closed (open or half-open): the per-agent breaker has a "
+                            "closed row for every agent.")
         reset = actions.add_parser("reset", help="Close breakers by hand (trading in their scope resumes).")
         reset.add_argument("--name", help="One breaker, e.g. `drawdown` or `stale_data:BTC/USDT` (default: all).")
         reset.add_argument("--reason", required=True, help="Why (required; in the event and audit log).")
@@ -30,7 +33,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         with cli_errors():
             if options["action"] == "status":
-                states = breaker_states()
+                states = breaker_states(not_closed=options["open"])
                 overall = aggregate_status(s.state for s in states)
                 if options["json"]:
                     self.stdout.write(json.dumps({"status": overall, "breakers": [
@@ -44,7 +47,7 @@ class Command(BaseCommand):
                 if rows:
                     self.stdout.write(table(rows, ["breaker", "state", "value", "threshold", "changed (UTC)"]))
                 else:
-                    self.stdout.write("(no breaker evaluated yet)")
+                    self.stdout.write("(none open)" if options["open"] else "(no breaker evaluated yet)")
                 return
             reset = breaker_reset(reason=options["reason"], name=options["name"], actor=cli_actor(), source=CLI_SOURCE)
             if reset:
