@@ -5,8 +5,11 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
 
-from safety.models import AuditEvent, CircuitBreakerEvent, KillSwitchEvent, RiskLimit
+from safety.models import AuditEvent, CircuitBreakerEvent, CircuitBreakerState, KillSwitchEvent, RiskLimit
+from safety.services.breakers import breakers_check
 from safety.services.kill_switch import kill_switch_engage
+from tests.desk import open_stale_data_breaker
+from tests.factories import make_agent
 from tinywindow.bootstrap import bootstrap
 
 pytestmark = pytest.mark.django_db
@@ -94,11 +97,6 @@ def test_risk_limits_when_admin_sets_global_then_replaced_and_audited(clients):
 def test_breakers_when_listed_then_a_page_at_a_time_filtered_by_state_and_breaker(clients):
     """GET /api/circuit-breakers/ answered every state at once (one per agent for the per-agent
     breaker: tens of thousands at scale); it is paginated as the other lists, with filters."""
-    from safety.models import CircuitBreakerState
-    from safety.services.breakers import breakers_check
-    from tests.desk import open_stale_data_breaker
-    from tests.factories import make_agent
-
     agents = [make_agent(name=f"breaker-page-{n}") for n in range(3)]
     breakers_check()
     opened = open_stale_data_breaker("BTC/USDT")
