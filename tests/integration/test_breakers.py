@@ -251,6 +251,9 @@ def test_shell_facade_when_used_as_in_the_runbook_then_resets_and_requires_reaso
     assert CircuitBreaker("stale_data").status() == {"stale_data:ETH/USDT": "CLOSED"}
 
 
+# transaction=True: the shell process commits its reset event to the test database, where a
+# rolled-back test would leave it for the next test to find (test_admin's reset action did).
+@pytest.mark.django_db(transaction=True)
 def test_runbook_shell_command_when_run_in_manage_py_shell_then_resets(tmp_path):
     """The runbook's two lines, verbatim, in `python manage.py shell` (a separate process)."""
     from tests.helpers import manage
