@@ -98,6 +98,12 @@ class BreakerStatus(models.TextChoices):
     OPEN = "OPEN"
 
 
+# The states that stop or limit trading. Reads for them (every order's safety read under the
+# trading gate, /api/status) go through a partial index of these rows only: at scale nearly every
+# state is CLOSED (one per agent for the consecutive-losses breaker).
+BREAKER_NOT_CLOSED = (BreakerStatus.OPEN, BreakerStatus.HALF_OPEN)
+
+
 class BreakerKind(models.TextChoices):
     DAILY_LOSS = "daily_loss", "Daily loss (quote currency)"
     DRAWDOWN = "drawdown", "Drawdown from peak equity (fraction)"
@@ -152,6 +158,8 @@ class CircuitBreakerState(models.Model):
     class Meta:
         db_table = "circuit_breaker_states"
         constraints = [models.UniqueConstraint(fields=["config", "target"], name="breaker_state_unique_target")]
+        indexes = [models.Index(fields=["state"], name="breaker_states_not_closed_idx",
+                                condition=models.Q(state__in=BREAKER_NOT_CLOSED))]
 
     @property
     def name(self) -> str:

@@ -14,10 +14,11 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from safety.models import BreakerStatus, CircuitBreakerState
+from safety.models import CircuitBreakerState
 from safety.services.breakers import aggregate_status, breaker_states
 from safety.services.kill_switch import KillSwitchView, kill_switch_state
 from tinywindow.exceptions import SafetyStateUnknown
+from tinywindow.rows import constant_in
 from trading.models import PortfolioSnapshot
 
 
@@ -48,25 +49,34 @@ _KILL_SWITCH_FIELDS = ("active", "mode", "reason", "actor", "changed_at")
 @functools.cache
 def _status_sql() -> str:
     """The whole status in one round trip (issue 10: it was five queries, each a round trip and
-    an ORM compile): breaker states present, the kill-switch row, agents by status, the open-order
-    count and the latest snapshot's totals. Table and column names come from the models."""
-    from safety.models import KillSwitchState
-    from trading.models import Agent, Order
+    an ORM compile): the breaker states other than CLOSED, the kill-switch row, agents by status,
+    the open-order count and the latest snapshot's totals. Table and column names come from the
+    models; the fixed sets of states are written into the SQL, so that the partial indexes made
+    for them serve the prepared statement too (tinywindow.rows.constant_in). At 10,000 agents
+    (10,000 breaker states and open orders) it took 7.9 ms when it read every breaker state and
+    grouped the agents (docs/scaling.md)."""
+    from safety.models import BREAKER_NOT_CLOSED, KillSwitchState
+    from trading.models import Agent, AgentStatus, Order
+    from trading.order_states import OPEN_STATUSES
 
+    STATUS = '"status"'  # noqa: N806 - a column's quoted name, as in the SQL below
     snap = ", ".join(f'"{PortfolioSnapshot._meta.get_field(f).column}"' for f in _SNAPSHOT_FIELDS)
     kill = ", ".join(f'ks."{KillSwitchState._meta.get_field(f).column}"' for f in _KILL_SWITCH_FIELDS)
+    # One pass over the agents, a count per status: cheaper than GROUP BY's hash of every row.
+    agent_counts = ", ".join(f"count(*) FILTER (WHERE {constant_in(STATUS, [status])})"
+                             for status in AgentStatus.values)
     return f"""
-        SELECT ARRAY(SELECT DISTINCT "state" FROM "{CircuitBreakerState._meta.db_table}"), ks."id", {kill},
-               agent_counts.statuses, agent_counts.counts,
-               (SELECT count(*) FROM "{Order._meta.db_table}" WHERE "status" = ANY(%s)), snap.*
+        SELECT ARRAY(SELECT DISTINCT "state" FROM "{CircuitBreakerState._meta.db_table}"
+                     WHERE {constant_in('"state"', BREAKER_NOT_CLOSED)}),
+               ks."id", {kill},
+               (SELECT count(*) FROM "{Order._meta.db_table}" WHERE {constant_in(STATUS, OPEN_STATUSES)}),
+               agent_counts.*, snap.*
         FROM (SELECT 1) AS one
         LEFT JOIN "{KillSwitchState._meta.db_table}" AS ks ON ks."id" = %s
-        LEFT JOIN LATERAL (SELECT array_agg("status") AS statuses, array_agg(n) AS counts
-                           FROM (SELECT "status", count(*) AS n FROM "{Agent._meta.db_table}" GROUP BY 1) AS g
-                          ) AS agent_counts ON true
+        CROSS JOIN (SELECT {agent_counts} FROM "{Agent._meta.db_table}") AS agent_counts
         LEFT JOIN LATERAL (SELECT {snap} FROM "{PortfolioSnapshot._meta.db_table}"
                            ORDER BY "created_at" DESC, "id" DESC LIMIT 1) AS snap ON true
-    """  # noqa: S608 - only names from the models' meta are formatted in; values are parameters
+    """  # noqa: S608 - only names from the models' meta and the code's own state names are formatted in
 
 
 def system_status() -> SystemStatus:
@@ -76,23 +86,22 @@ def system_status() -> SystemStatus:
 
     from safety.models import KillSwitchState
     from trading.models import AgentStatus
-    from trading.order_states import OPEN_STATUSES
 
     try:
         with connection.cursor() as cursor:
-            cursor.execute(_status_sql(), [sorted(OPEN_STATUSES), KillSwitchState.SINGLETON_ID])
+            cursor.execute(_status_sql(), [KillSwitchState.SINGLETON_ID])
             row = cursor.fetchone()
-        states, kill_id, kill, statuses, counts, open_orders, snap = (
-            row[0], row[1], row[2:7], row[7], row[8], row[9], row[10:])
-        open_breakers = [] if set(states) <= {BreakerStatus.CLOSED} else breaker_states(not_closed=True)
-        by_status = dict(zip(statuses or [], counts or [], strict=True))
+        statuses = len(AgentStatus.values)
+        states, kill_id, kill, open_orders = row[0], row[1], row[2:7], row[7]
+        counts, snap = row[8:8 + statuses], row[8 + statuses:]
+        open_breakers = breaker_states(not_closed=True) if states else []
         return SystemStatus(
             mode=trading_mode(),
             kill_switch=(KillSwitchView(active=False, mode="", reason="") if kill_id is None else
                          KillSwitchView(**dict(zip(_KILL_SWITCH_FIELDS, kill, strict=True)))),
             breaker_status=aggregate_status(states),
             open_breakers=open_breakers,
-            agents={status: by_status.get(status, 0) for status in AgentStatus.values},
+            agents=dict(zip(AgentStatus.values, counts, strict=True)),
             # A model instance with the lists deferred, as portfolio_snapshot_latest(totals_only=True) gives.
             latest_snapshot=(None if snap[0] is None else
                              PortfolioSnapshot.from_db(connection.alias, list(_SNAPSHOT_FIELDS), list(snap))),

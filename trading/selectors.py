@@ -11,7 +11,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import Count, Exists, OuterRef, QuerySet
 
-from tinywindow.rows import CompiledQuery
+from tinywindow.rows import CompiledQuery, constant_in_filter
 from trading.feeds.base import Candle, require_aware, timeframe_seconds
 from trading.models import Agent, AgentPerformance, AgentStatus, Fill, Order, PortfolioSnapshot, Position
 from trading.models import Candle as CandleRow
@@ -30,8 +30,10 @@ def orders_waiting_for_venue(*, exchange: Any, since: Any, besides: Any) -> Quer
     what a delivery of `execute_order` may send with its own (group commit: the claim in
     trading.services.orders, and the look before it in `order_status`). Arguments may be
     values or `OuterRef`s."""
-    return Order.objects.filter(status=OrderStatus.PENDING, exchange=exchange, created_at__gte=since).exclude(
-        pk=besides)
+    # `pending` written into the SQL: as a parameter, the prepared EXISTS in `order_status` settled
+    # on a plan that scans the whole orders table (tinywindow.rows.constant_in).
+    return Order.objects.filter(constant_in_filter("status", [OrderStatus.PENDING]), exchange=exchange,
+                                created_at__gte=since).exclude(pk=besides)
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,11 @@ from decimal import Decimal
 
 import redis
 from django.db import DatabaseError, transaction
-from django.db.models import F, Q, QuerySet, Sum
+from django.db.models import Expression, F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from safety.models import (
+    BREAKER_NOT_CLOSED,
     BreakerKind,
     BreakerScope,
     BreakerStatus,
@@ -44,7 +45,7 @@ from tinywindow import metrics
 from tinywindow.exceptions import SafetyStateUnknown, ValidationError
 from tinywindow.fields import ZERO
 from tinywindow.redis_client import BREAKER_STATUS_KEY, get_redis
-from tinywindow.rows import rows_update_unchanged
+from tinywindow.rows import constant_in_filter, rows_update_unchanged
 
 logger = logging.getLogger(__name__)
 
@@ -548,8 +549,7 @@ def _applies(state: CircuitBreakerState, order) -> bool:
 def breakers_not_closed() -> list[CircuitBreakerState]:
     """The OPEN and HALF_OPEN breakers (authoritative read). Fail closed when it cannot be read."""
     try:
-        return list(CircuitBreakerState.objects.filter(state__in=[BreakerStatus.OPEN, BreakerStatus.HALF_OPEN])
-                    .select_related("config"))
+        return list(CircuitBreakerState.objects.filter(not_closed_condition()).select_related("config"))
     except DatabaseError as exc:
         raise SafetyStateUnknown("circuit breaker state unknown: database unreachable") from exc
 
@@ -604,7 +604,13 @@ def breaker_states(*, not_closed: bool = False) -> list[CircuitBreakerState]:
     """Every breaker state; with `not_closed`, only the open and half-open ones (what a banner or
     a health check needs: per-agent breakers make tens of thousands of closed rows at scale)."""
     states = breaker_states_list()
-    return list(states.exclude(state=BreakerStatus.CLOSED) if not_closed else states)
+    return list(states.filter(not_closed_condition()) if not_closed else states)
+
+
+def not_closed_condition() -> Expression:
+    """The states in BREAKER_NOT_CLOSED, as a condition that the partial index of those rows
+    serves in every plan, a prepared statement's included (tinywindow.rows.constant_in)."""
+    return constant_in_filter("state", BREAKER_NOT_CLOSED)
 
 
 # --- defaults ---------------------------------------------------------------------------------------

@@ -21,8 +21,13 @@ from typing import Protocol
 from django.db import connection
 from django.db.models import Exists
 
-from safety.models import BreakerStatus, CircuitBreakerState, KillSwitchMode, KillSwitchState
-from safety.services.breakers import breaker_refusal, breaker_refusal_fast, breakers_not_closed
+from safety.models import CircuitBreakerState, KillSwitchMode, KillSwitchState
+from safety.services.breakers import (
+    breaker_refusal,
+    breaker_refusal_fast,
+    breakers_not_closed,
+    not_closed_condition,
+)
 from safety.services.kill_switch import TRADING_GATE_LOCK_KEY, KillSwitchView, kill_switch_state
 from tinywindow.exceptions import TradingHalted
 
@@ -76,7 +81,7 @@ def _safety_state_read() -> tuple[KillSwitchView, list[CircuitBreakerState]]:
 def _safety_state_query() -> tuple[str, tuple]:
     """`_safety_state_read`'s query, compiled by the ORM once: it never changes, and compiling it
     on every order (an annotated EXISTS) cost more than running it."""
-    not_closed = CircuitBreakerState.objects.filter(state__in=[BreakerStatus.OPEN, BreakerStatus.HALF_OPEN])
+    not_closed = CircuitBreakerState.objects.filter(not_closed_condition())
     query = (KillSwitchState.objects.filter(pk=KillSwitchState.SINGLETON_ID)
              .annotate(breakers_not_closed=Exists(not_closed))
              .values_list("active", "mode", "reason", "actor", "changed_at", "breakers_not_closed"))

@@ -1,0 +1,169 @@
+"""Hot reads at scale: their plans, not only their answers.
+
+Every statement is prepared (DB_PREPARED_STATEMENTS), and once it has run a few times in a
+connection PostgreSQL may plan it once for any parameter value (a generic plan), and keeps that
+plan when it looks no dearer. For an EXISTS or a LIMIT over a state column given as a parameter it
+does, and scans the table: the engine's look for other `pending` orders went from 0.35 ms to
+29–34 ms at 200,000 orders after its tenth run; the gate's look for open breakers scanned every
+breaker state (one per agent) on every order. The fixed states are now written into the SQL
+(tinywindow.rows.constant_in). These tests plan each read the way PostgreSQL plans it once it goes
+generic (`plan_cache_mode = force_generic_plan`) and look at the plan.
+"""
+
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+from django.db import connection, transaction
+from psycopg import sql as pgsql
+from psycopg.types.numeric import Int4
+
+from safety.models import BreakerKind, BreakerScope, BreakerStatus, CircuitBreakerConfig, CircuitBreakerState
+from safety.services.breakers import breaker_states, breaker_states_list, breakers_not_closed, not_closed_condition
+from safety.services.gate import _safety_state_query, _safety_state_read
+from tinywindow.rows import constant_in
+from tinywindow.status import _status_sql, system_status
+from trading.models import Order
+from trading.order_states import OrderStatus
+from trading.selectors import _ORDER_STATUS, order_status
+from trading.services.orders import _claim_query, group_commit_since
+
+pytestmark = pytest.mark.django_db
+
+STATES = 3000
+INDEX = "breaker_states_not_closed_idx"
+
+
+@pytest.fixture
+def many_closed_states():
+    """A per-agent breaker with STATES closed states, one OPEN and one HALF_OPEN, analysed."""
+    config = CircuitBreakerConfig.objects.create(name="losses-at-scale", kind=BreakerKind.CONSECUTIVE_LOSSES,
+                                                 scope=BreakerScope.AGENT, threshold=Decimal("8"))
+    CircuitBreakerState.objects.bulk_create(
+        [CircuitBreakerState(config=config, target=str(i), state=BreakerStatus.CLOSED) for i in range(STATES)]
+        + [CircuitBreakerState(config=config, target="open", state=BreakerStatus.OPEN),
+           CircuitBreakerState(config=config, target="probing", state=BreakerStatus.HALF_OPEN)])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE circuit_breaker_states")
+    return config
+
+
+_TYPES = {Int4: "int4", int: "int8", str: "text", datetime: "timestamptz"}
+
+
+def generic_plan(sql: str, params) -> str:
+    """The plan PostgreSQL makes for `sql` (with %s placeholders) when it plans it for any value."""
+    types = ", ".join(_TYPES[type(p)] for p in params)
+    placeholders = tuple(f"${i + 1}" for i in range(len(params)))
+    values = ", ".join(pgsql.Literal(p).as_string(connection.connection) for p in params)
+    with connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            cursor.execute(f"PREPARE plan_probe ({types}) AS {sql % placeholders}" if params
+                           else f"PREPARE plan_probe AS {sql}")
+            cursor.execute(f"EXPLAIN EXECUTE plan_probe ({values})" if params else "EXPLAIN EXECUTE plan_probe")
+            return "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("DEALLOCATE ALL")
+            cursor.execute("RESET plan_cache_mode")
+
+
+def assert_reads_index(plan: str) -> None:
+    assert INDEX in plan, plan
+    assert "Seq Scan on circuit_breaker_states" not in plan, plan
+
+
+def test_probe_when_states_are_parameters_then_generic_plan_scans_every_state(many_closed_states):
+    """What the change avoids, seen through the same probe (so the probe can tell the two apart)."""
+    plan = generic_plan('SELECT 1 FROM "circuit_breaker_states" WHERE "state" IN (%s, %s) LIMIT 1',
+                        ["OPEN", "HALF_OPEN"])
+    assert INDEX not in plan and "Seq Scan on circuit_breaker_states" in plan, plan
+
+
+def test_gate_read_when_thousands_closed_then_index_and_right_answer(many_closed_states):
+    sql, params = _safety_state_query()
+    assert_reads_index(generic_plan(sql, params))
+    _, not_closed = _safety_state_read()
+    assert {(s.target, s.state) for s in not_closed} == {("open", BreakerStatus.OPEN),
+                                                          ("probing", BreakerStatus.HALF_OPEN)}
+
+
+def test_not_closed_reads_when_thousands_closed_then_index_and_only_those(many_closed_states):
+    for queryset in (CircuitBreakerState.objects.filter(not_closed_condition()).select_related("config"),
+                     breaker_states_list().filter(not_closed_condition())):
+        assert_reads_index(generic_plan(*queryset.query.sql_with_params()))
+    expected = {"losses-at-scale:open", "losses-at-scale:probing"}
+    assert {s.name for s in breakers_not_closed()} == expected
+    assert {s.name for s in breaker_states(not_closed=True)} == expected
+
+
+def test_status_when_thousands_closed_then_index_and_the_open_ones(many_closed_states):
+    from safety.models import KillSwitchState
+
+    assert_reads_index(generic_plan(_status_sql(), [KillSwitchState.SINGLETON_ID]))
+    status = system_status()
+    assert status.breaker_status == BreakerStatus.OPEN
+    assert {s.name for s in status.open_breakers} == {"losses-at-scale:open", "losses-at-scale:probing"}
+
+
+def test_status_counts_when_agents_and_orders_in_each_state_then_counted(agent):
+    from tests.factories import make_agent
+    from trading.models import Agent, AgentStatus, Order
+    from trading.order_states import OrderStatus
+
+    for status in (AgentStatus.PAUSED, AgentStatus.STOPPED, AgentStatus.STOPPED):
+        Agent.objects.filter(pk=make_agent().pk).update(status=status)
+    for i, status in enumerate([OrderStatus.PENDING, OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED,
+                                OrderStatus.EXECUTED, OrderStatus.CANCELLED, OrderStatus.REJECTED]):
+        Order.objects.create(client_order_id=f"count-{i}", agent=agent, exchange="paper", mode="paper",
+                             symbol="BTC/USDT", side="buy", quantity=Decimal("1"), status=status)
+    status = system_status()
+    assert status.agents == {AgentStatus.ACTIVE: 1, AgentStatus.PAUSED: 1, AgentStatus.STOPPED: 2}
+    assert status.open_orders == 3
+    assert status.breaker_status == BreakerStatus.CLOSED and status.open_breakers == []
+
+
+@pytest.mark.parametrize("values", [[], ["OPEN", "x'; DROP TABLE orders; --"], ["with space"], ["1"]])
+def test_constant_in_when_not_plain_words_then_refused(values):
+    with pytest.raises(ValueError, match="plain words"):
+        constant_in('"state"', values)
+
+
+def test_constant_in_when_words_then_sorted_literals():
+    assert constant_in('"state"', ["OPEN", "HALF_OPEN", "OPEN"]) == "\"state\" IN ('HALF_OPEN', 'OPEN')"
+
+
+@pytest.fixture
+def many_done_orders(agent):
+    """ORDERS finished orders of one venue, analysed: a book after some months of trading."""
+    Order.objects.bulk_create([
+        Order(client_order_id=f"done-{i}", agent=agent, exchange="paper", mode="paper", symbol="BTC/USDT",
+              side="buy", quantity=Decimal("1"), status=OrderStatus.EXECUTED) for i in range(ORDERS)],
+        batch_size=5000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE orders")
+    return Order.objects.filter(agent=agent).order_by("pk").last()
+
+
+ORDERS = 20_000
+
+
+def test_engine_look_for_pending_orders_when_many_done_then_no_scan_of_orders(many_done_orders):
+    """Every execute_order delivery asks it first (order_status), and the group-commit claim
+    after it: neither may walk the orders table."""
+    assert "Seq Scan on orders" not in generic_plan(*_ORDER_STATUS._compile("default")[:2])
+    with transaction.atomic():
+        claim_sql, claim_params = _claim_query(50)._compile("default")[:2]
+        assert "Seq Scan on orders" not in generic_plan(claim_sql, claim_params)
+    # Same answers: nothing else waits for the venue; then a pending order of the same venue does.
+    read = order_status(many_done_orders.pk, pending_since=group_commit_since())
+    assert (read.status, read.others_pending) == (OrderStatus.EXECUTED, False)
+    Order.objects.create(client_order_id="waiting", agent=many_done_orders.agent, exchange="paper", mode="paper",
+                         symbol="BTC/USDT", side="buy", quantity=Decimal("1"), status=OrderStatus.PENDING)
+    assert order_status(many_done_orders.pk, pending_since=group_commit_since()).others_pending is True
+
+
+def test_probe_when_pending_is_a_parameter_then_generic_plan_scans_orders(many_done_orders):
+    plan = generic_plan('SELECT 1 FROM "orders" WHERE "status" = %s AND "exchange" = %s LIMIT 1',
+                        ["pending", "paper"])
+    assert "Seq Scan on orders" in plan, plan
