@@ -208,9 +208,14 @@ def positions_list(*, agent_id: int | None = None, symbol: str | None = None,
     return positions.exclude(quantity=0) if open_only else positions
 
 
-def portfolio_snapshots_list(*, created_after: datetime | None = None,
-                             created_before: datetime | None = None) -> QuerySet[PortfolioSnapshot]:
+def portfolio_snapshots_list(*, created_after: datetime | None = None, created_before: datetime | None = None,
+                             totals_only: bool = False) -> QuerySet[PortfolioSnapshot]:
+    """Snapshots, newest first; `totals_only` leaves each one's per-position and per-agent lists in
+    the database: they hold a row per agent (about 150 bytes each), so a page of 100 snapshots at
+    10,000 agents would read and send over 100 MB."""
     snapshots = PortfolioSnapshot.objects.order_by("-created_at", "-id")
+    if totals_only:
+        snapshots = snapshots.defer("positions", "agents")
     filters = {"created_at__gte": created_after, "created_at__lt": created_before}
     return snapshots.filter(**{k: v for k, v in filters.items() if v is not None})
 

@@ -141,7 +141,8 @@ def test_api_and_admin_when_figures_computed_then_new_fields_shown(admin_client,
     assert {k: performance[0][k] for k in ("agent", "trades", "sortino_ratio", "profit_factor", "equity_points")} == {
         "agent": agent.pk, "trades": 0, "sortino_ratio": None, "profit_factor": None, "equity_points": 4}
     assert D(performance[0]["max_drawdown"]) == 0 and D(performance[0]["exposure_time"]) == 0
-    snapshot = admin_client.get("/api/portfolio-snapshots/").json()["results"][0]
+    newest = admin_client.get("/api/portfolio-snapshots/").json()["results"][0]
+    snapshot = admin_client.get(f"/api/portfolio-snapshots/{newest['id']}/").json()
     assert [a["agent"] for a in snapshot["agents"]] == ["shown"] and D(snapshot["agents"][0]["equity"]) == 10000
     listing = admin_client.get("/admin/trading/agentperformance/").content.decode()
     assert "Sortino ratio" in listing and "Exposure time" in listing and "shown" in listing

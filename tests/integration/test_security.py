@@ -39,6 +39,7 @@ MATRIX = {
     ("agent-pause", "POST"): OPERATOR, ("agent-resume", "POST"): OPERATOR, ("agent-stop", "POST"): OPERATOR,
     ("orders", "GET"): VIEWER, ("order", "GET"): VIEWER, ("fills", "GET"): VIEWER,
     ("positions", "GET"): VIEWER, ("portfolio-snapshots", "GET"): VIEWER, ("agent-performance", "GET"): VIEWER,
+    ("portfolio-snapshot", "GET"): VIEWER, ("portfolio-snapshot-latest", "GET"): VIEWER,
     ("kill-switch", "GET"): VIEWER, ("kill-switch", "POST"): OPERATOR, ("kill-switch", "DELETE"): ADMIN,
     ("kill-switch-events", "GET"): VIEWER,
     ("circuit-breakers", "GET"): VIEWER, ("circuit-breakers-reset", "POST"): OPERATOR,

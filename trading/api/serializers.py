@@ -237,9 +237,9 @@ class PortfolioSnapshotSerializer(serializers.ModelSerializer):
 
 
 class PortfolioSnapshotSummarySerializer(serializers.ModelSerializer):
-    """The snapshot's totals only: /api/status is polled by dashboards and scripts, and the
-    per-agent and per-position lists grow with the book (hundreds of KB at 1,000 agents, issue
-    10's API bench); they are at /api/portfolio-snapshots/."""
+    """The snapshot's totals only, for /api/status and the snapshot list: the per-agent and
+    per-position lists grow with the book (a row per agent: about 1.5 MB a snapshot at 10,000
+    agents); they are at /api/portfolio-snapshots/{id}/ and /api/portfolio-snapshots/latest/."""
 
     class Meta:
         model = PortfolioSnapshot
@@ -268,7 +268,7 @@ class SystemStatusSerializer(serializers.Serializer):
     agents = AgentCountsSerializer()
     latest_snapshot = PortfolioSnapshotSummarySerializer(
         allow_null=True, help_text="The latest portfolio snapshot's totals (equity, PnL, drawdown), or null before "
-        "the first one; its positions and per-agent books are at /api/portfolio-snapshots/.")
+        "the first one; its positions and per-agent books are at /api/portfolio-snapshots/latest/.")
     open_orders = serializers.IntegerField()
     at = serializers.DateTimeField()
 

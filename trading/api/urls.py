@@ -18,5 +18,7 @@ urlpatterns = [
     path("fills/", views.FillList.as_view(), name="fills"),
     path("positions/", views.PositionList.as_view(), name="positions"),
     path("portfolio-snapshots/", views.PortfolioSnapshotList.as_view(), name="portfolio-snapshots"),
+    path("portfolio-snapshots/latest/", views.PortfolioSnapshotLatest.as_view(), name="portfolio-snapshot-latest"),
+    path("portfolio-snapshots/<int:pk>/", views.PortfolioSnapshotDetail.as_view(), name="portfolio-snapshot"),
     path("agent-performance/", views.AgentPerformanceList.as_view(), name="agent-performance"),
 ]

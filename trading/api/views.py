@@ -8,6 +8,7 @@ viewer, `write_roles` names the role of each write.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
@@ -45,18 +47,20 @@ from trading.api.serializers import (
     OrderSerializer,
     PerformanceFilterSerializer,
     PortfolioSnapshotSerializer,
+    PortfolioSnapshotSummarySerializer,
     PositionFilterSerializer,
     PositionSerializer,
     SnapshotFilterSerializer,
     SystemStatusSerializer,
     system_status_body,
 )
-from trading.models import Agent, AgentStatus, Order
+from trading.models import Agent, AgentStatus, Order, PortfolioSnapshot
 from trading.selectors import (
     agent_performance_list,
     agents_list,
     fills_list,
     orders_list,
+    portfolio_snapshot_latest,
     portfolio_snapshots_list,
     positions_list,
 )
@@ -223,11 +227,31 @@ class PositionList(FilteredListView):
 
 
 @extend_schema(parameters=[SnapshotFilterSerializer],
-               description="Portfolio snapshots (the runbook's Position Summary), newest first.")
+               description="Portfolio snapshots (the runbook's Position Summary), newest first: their totals. One "
+               "snapshot's positions and per-agent books are at /api/portfolio-snapshots/{id}/ (the newest: "
+               "/api/portfolio-snapshots/latest/); they hold a row per agent, too much for a page of 100.")
 class PortfolioSnapshotList(FilteredListView):
-    serializer_class = PortfolioSnapshotSerializer
+    serializer_class = PortfolioSnapshotSummarySerializer
     filter_serializer_class = SnapshotFilterSerializer
-    selector = portfolio_snapshots_list
+    selector = functools.partial(portfolio_snapshots_list, totals_only=True)
+
+
+@extend_schema(description="One portfolio snapshot with its positions and per-agent books.")
+class PortfolioSnapshotDetail(generics.RetrieveAPIView):
+    serializer_class = PortfolioSnapshotSerializer
+    queryset = PortfolioSnapshot.objects.all()
+
+
+@extend_schema(description="The newest portfolio snapshot with its positions and per-agent books; 404 before the "
+               "first one (the default worker takes one a minute).")
+class PortfolioSnapshotLatest(generics.RetrieveAPIView):
+    serializer_class = PortfolioSnapshotSerializer
+
+    def get_object(self) -> PortfolioSnapshot:
+        snapshot = portfolio_snapshot_latest()
+        if snapshot is None:
+            raise NotFound("No portfolio snapshot yet.")
+        return snapshot
 
 
 @extend_schema(parameters=[PerformanceFilterSerializer],
