@@ -247,7 +247,7 @@ def constant_in(column: str, values: Iterable[str]) -> str:
     EXISTS or a LIMIT: for `status = $1` the plan guesses a share of rows from the column's number
     of distinct values alone, expects an early match, and scans the table. A partial index is then
     out of reach too (`$1` need not match its predicate). Seen: the engine's look for other
-    `pending` orders took 0.35 ms for its first ten runs and 29–34 ms from then on, at 200,000
+    `pending` orders took 0.35 ms for its first ten runs and 28–34 ms from then on, at 200,000
     orders; the gate's look for open breakers scanned 10,000 states per order (docs/scaling.md).
     With the values in the SQL, every plan knows them.
 

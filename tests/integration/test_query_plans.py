@@ -4,7 +4,7 @@ Every statement is prepared (DB_PREPARED_STATEMENTS), and once it has run a few 
 connection PostgreSQL may plan it once for any parameter value (a generic plan), and keeps that
 plan when it looks no dearer. For an EXISTS or a LIMIT over a state column given as a parameter it
 does, and scans the table: the engine's look for other `pending` orders went from 0.35 ms to
-29–34 ms at 200,000 orders after its tenth run; the gate's look for open breakers scanned every
+28–34 ms at 200,000 orders after its tenth run; the gate's look for open breakers scanned every
 breaker state (one per agent) on every order. The fixed states are now written into the SQL
 (tinywindow.rows.constant_in). These tests plan each read the way PostgreSQL plans it once it goes
 generic (`plan_cache_mode = force_generic_plan`) and look at the plan.
