@@ -25,7 +25,9 @@ def test_freeze_when_called_then_a_full_collection_no_longer_walks_what_was_aliv
     try:
         frozen = freeze_startup_heap("test")
         assert walked_before > 10_000 and frozen > walked_before * 0.99  # (a few may die in between)
-        assert gc.get_freeze_count() == frozen
+        # Frozen objects still go when nothing refers to them (here: whatever another thread of the
+        # test process drops meanwhile), so the count may fall a little, and never rise.
+        assert frozen - 100 <= gc.get_freeze_count() <= frozen
         assert len(gc.get_objects()) < walked_before / 10  # only what was made since
         assert freeze_startup_heap("test again") >= frozen  # idempotent: nothing thaws
     finally:
