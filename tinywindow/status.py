@@ -91,9 +91,9 @@ def system_status() -> SystemStatus:
         with connection.cursor() as cursor:
             cursor.execute(_status_sql(), [KillSwitchState.SINGLETON_ID])
             row = cursor.fetchone()
-        statuses = len(AgentStatus.values)
+        status_count = len(AgentStatus.values)
         states, kill_id, kill, open_orders = row[0], row[1], row[2:7], row[7]
-        counts, snap = row[8:8 + statuses], row[8 + statuses:]
+        counts, snap = row[8:8 + status_count], row[8 + status_count:]
         open_breakers = breaker_states(not_closed=True) if states else []
         return SystemStatus(
             mode=trading_mode(),

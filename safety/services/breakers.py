@@ -549,7 +549,7 @@ def _applies(state: CircuitBreakerState, order) -> bool:
 def breakers_not_closed() -> list[CircuitBreakerState]:
     """The OPEN and HALF_OPEN breakers (authoritative read). Fail closed when it cannot be read."""
     try:
-        return list(CircuitBreakerState.objects.filter(not_closed_condition()).select_related("config"))
+        return breaker_states(not_closed=True)
     except DatabaseError as exc:
         raise SafetyStateUnknown("circuit breaker state unknown: database unreachable") from exc
 
@@ -589,22 +589,25 @@ def breaker_refusal_fast(order) -> str | None:
     return breaker_refusal(order, count_probe=True)
 
 
-def breaker_states_list(*, state: str | None = None, breaker: str | None = None) -> QuerySet[CircuitBreakerState]:
-    """Breaker states with their config, by breaker name and target; only those in `state`, or
-    of the breaker named `breaker` (e.g. `consecutive_losses`), when given."""
+def breaker_states_list(*, state: str | None = None, breaker: str | None = None,
+                        not_closed: bool = False) -> QuerySet[CircuitBreakerState]:
+    """Breaker states with their config, by breaker name and target; only those in `state`, of the
+    breaker named `breaker` (e.g. `consecutive_losses`), or not closed (`not_closed`), when given."""
     states = CircuitBreakerState.objects.select_related("config").order_by("config__name", "target")
     if state:
         states = states.filter(state=state)
     if breaker:
         states = states.filter(config__name=breaker)
+    if not_closed:
+        states = states.filter(not_closed_condition())
     return states
 
 
 def breaker_states(*, not_closed: bool = False) -> list[CircuitBreakerState]:
-    """Every breaker state; with `not_closed`, only the open and half-open ones (what a banner or
-    a health check needs: per-agent breakers make tens of thousands of closed rows at scale)."""
-    states = breaker_states_list()
-    return list(states.filter(not_closed_condition()) if not_closed else states)
+    """Every breaker state; with `not_closed`, only the open and half-open ones (what a banner, a
+    health check or the trading gate needs: per-agent breakers make tens of thousands of closed
+    rows at scale)."""
+    return list(breaker_states_list(not_closed=not_closed))
 
 
 def not_closed_condition() -> Expression:
