@@ -210,7 +210,7 @@ def soak_run(*, agents: int, seconds: float, interval: int, strategy_workers: in
     report.venue_duplicates = (PaperVenueOrder.objects.values("client_order_id").annotate(n=Count("id"))
                                .filter(n__gt=1).count())
     # Each order traced to its tick by its client order id; latency from that tick's send.
-    first_fill = dict(Fill.objects.filter(order__agent_id__in=agent_ids).values_list("order_id")
+    first_fill = dict(Fill.objects.filter(agent_id__in=agent_ids).values_list("order_id")
                       .annotate(first=Min("executed_at")))
     per_tick: Counter = Counter()
     for pk, client_order_id in orders.values_list("pk", "client_order_id"):

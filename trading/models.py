@@ -140,6 +140,12 @@ class Fill(models.Model):
     """One execution reported by a venue. Append-only; a replayed trade id is a no-op."""
 
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
+    # The order's agent, copied: an agent's latest closing trades (the consecutive-losses breaker,
+    # for every agent in one statement) and today's PnL are then one index range each. Read
+    # through a join with orders, their plan depended on fresh statistics for `fills`: with
+    # stale ones PostgreSQL walked the whole orders primary key for each agent (minutes at
+    # 200,000 orders).
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="fills", db_index=False)
     exchange = models.CharField(max_length=40)
     trade_id = models.CharField(max_length=64)
     symbol = models.CharField(max_length=40)
@@ -157,7 +163,8 @@ class Fill(models.Model):
         db_table = "fills"
         ordering = ["-executed_at"]
         constraints = [models.UniqueConstraint(fields=["exchange", "trade_id"], name="fills_unique_trade")]
-        indexes = [models.Index(fields=["executed_at"], name="fills_executed_at_idx")]
+        indexes = [models.Index(fields=["executed_at"], name="fills_executed_at_idx"),
+                   models.Index(fields=["agent", "-executed_at", "-id"], name="fills_agent_executed_idx")]
 
 
 class Position(models.Model):

@@ -195,7 +195,7 @@ def orders_open_count() -> int:
 def fills_list(*, agent_id: int | None = None, order_id: int | None = None, symbol: str | None = None,
                executed_after: datetime | None = None, executed_before: datetime | None = None) -> QuerySet[Fill]:
     fills = Fill.objects.select_related("order").order_by("-executed_at", "-id")
-    filters = {"order__agent_id": agent_id, "order_id": order_id, "symbol": symbol,
+    filters = {"agent_id": agent_id, "order_id": order_id, "symbol": symbol,
                "executed_at__gte": executed_after, "executed_at__lt": executed_before}
     return fills.filter(**{k: v for k, v in filters.items() if v is not None})
 

@@ -109,7 +109,7 @@ def _measure_daily_loss(config, target: str, now: datetime, since: datetime | No
 
     fills = Fill.objects.filter(executed_at__gte=_start_of_day(now))
     if target:
-        fills = fills.filter(order__agent_id=int(target))
+        fills = fills.filter(agent_id=int(target))
     pnl = fills.aggregate(total=Sum("realized_pnl"))["total"] or ZERO
     return Measurement(max(ZERO, -pnl), {"realized_pnl_today": str(pnl)})
 
@@ -127,7 +127,7 @@ def _measure_consecutive_losses(config, target: str, now: datetime, since: datet
 
     closing = Fill.objects.exclude(realized_pnl=0).order_by("-executed_at", "-id")
     if target:
-        closing = closing.filter(order__agent_id=int(target))
+        closing = closing.filter(agent_id=int(target))
     if since:
         closing = closing.filter(executed_at__gt=since)
     return _losing_streak(closing.values_list("realized_pnl", flat=True)[:_streak_depth(config)])
@@ -153,8 +153,8 @@ def _losing_streak(pnls: Iterable[Decimal]) -> Measurement:
 # same rows as _measure_consecutive_losses reads for each (same filter, order and depth).
 _LATEST_CLOSING_SQL = """
 SELECT t.target, ARRAY(
-    SELECT f.realized_pnl FROM fills f JOIN orders o ON o.id = f.order_id
-    WHERE o.agent_id = t.agent_id AND f.realized_pnl <> 0 AND (t.since IS NULL OR f.executed_at > t.since)
+    SELECT f.realized_pnl FROM fills f
+    WHERE f.agent_id = t.agent_id AND f.realized_pnl <> 0 AND (t.since IS NULL OR f.executed_at > t.since)
     ORDER BY f.executed_at DESC, f.id DESC LIMIT %s)
 FROM unnest(%s::varchar[], %s::bigint[], %s::timestamptz[]) AS t(target, agent_id, since)
 """

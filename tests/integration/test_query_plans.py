@@ -10,7 +10,7 @@ breaker state (one per agent) on every order. The fixed states are now written i
 generic (`plan_cache_mode = force_generic_plan`) and look at the plan.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -19,11 +19,12 @@ from psycopg import sql as pgsql
 from psycopg.types.numeric import Int4
 
 from safety.models import BreakerKind, BreakerScope, BreakerStatus, CircuitBreakerConfig, CircuitBreakerState
+from safety.services import breakers
 from safety.services.breakers import breaker_states, breaker_states_list, breakers_not_closed
 from safety.services.gate import _safety_state_query, _safety_state_read
 from tinywindow.rows import constant_in
 from tinywindow.status import _status_sql, system_status
-from trading.models import Order
+from trading.models import Fill, Order
 from trading.order_states import OrderStatus
 from trading.selectors import _ORDER_STATUS, order_status
 from trading.services.orders import _claim_query, group_commit_since
@@ -166,3 +167,53 @@ def test_probe_when_pending_is_a_parameter_then_generic_plan_scans_orders(many_d
     plan = generic_plan('SELECT 1 FROM "orders" WHERE "status" = %s AND "exchange" = %s LIMIT 1',
                         ["pending", "paper"])
     assert "Seq Scan on orders" in plan, plan
+
+
+@pytest.fixture
+def many_agents_trading():
+    """TRADERS agents with FILLS_EACH closing fills each, analysed, beside many more orders than fills."""
+    from tests.factories import make_agent
+
+    agents = [make_agent(name=f"trader-{i}") for i in range(TRADERS)]
+    orders = Order.objects.bulk_create([
+        Order(client_order_id=f"t-{i}", agent=agents[i % TRADERS], exchange="paper", mode="paper",
+              symbol="BTC/USDT", side="sell", quantity=Decimal("1"), status=OrderStatus.EXECUTED)
+        for i in range(TRADERS * FILLS_EACH * 5)], batch_size=5000)
+    now = datetime.now(UTC)
+    Fill.objects.bulk_create([
+        Fill(order=order, agent_id=order.agent_id, exchange="paper", trade_id=f"trade-{order.pk}", symbol="BTC/USDT",
+             side="sell", quantity=Decimal("1"), price=Decimal("1"), realized_pnl=Decimal(-1 if i % 2 else 1),
+             executed_at=now - timedelta(seconds=i)) for i, order in enumerate(orders[:TRADERS * FILLS_EACH])],
+        batch_size=5000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE orders, fills")
+    return agents
+
+
+TRADERS, FILLS_EACH = 200, 20
+
+
+def test_losing_streaks_of_every_agent_when_many_fills_then_each_an_index_range_and_no_orders(many_agents_trading):
+    """The consecutive-losses breaker reads every agent's latest closing trades in one statement.
+    Through a join with orders its plan depended on the statistics of `fills` (with stale ones,
+    a walk of the orders primary key per agent); it now reads one range of an index of fills."""
+    config = CircuitBreakerConfig.objects.create(name="streaks-at-scale", kind=BreakerKind.CONSECUTIVE_LOSSES,
+                                                 scope=BreakerScope.AGENT, threshold=Decimal("3"))
+    depth = breakers._streak_depth(config)
+    targets = [str(a.pk) for a in many_agents_trading]
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + breakers._LATEST_CLOSING_SQL,
+                       [depth, targets, [int(t) for t in targets], [None] * len(targets)])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "fills_agent_executed_idx" in plan, plan
+    assert "orders" not in plan and "Seq Scan on fills" not in plan, plan
+    # The answer matches the per-agent read. Each agent's fills all lose or all win (the fixture
+    # alternates fills across an even number of agents): a full streak, or none.
+    states = {t: CircuitBreakerState(config=config, target=t) for t in targets}
+    at_once = breakers._measure_consecutive_losses_of_agents(config, states)
+    now = datetime.now(UTC)
+    one_by_one = {t: breakers._measure_consecutive_losses(config, t, now, None) for t in targets}
+    assert at_once == one_by_one
+    losing = {str(agent_id) for agent_id in Fill.objects.filter(realized_pnl__lt=0).values_list("agent_id", flat=True)}
+    assert len(losing) == TRADERS // 2
+    assert {t: m.value for t, m in at_once.items()} == {t: depth if t in losing else 0 for t in targets}

@@ -201,7 +201,6 @@ ORDER_ROWS = RowSerializer(Order, OrderSerializer.Meta.fields, {"agent": "agent_
 
 
 class FillSerializer(serializers.ModelSerializer):
-    agent = serializers.IntegerField(source="order.agent_id", read_only=True)
     client_order_id = serializers.CharField(source="order.client_order_id", read_only=True)
 
     class Meta:

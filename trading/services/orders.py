@@ -615,8 +615,8 @@ def _orders_book_reports(reports: list[tuple[Order, VenueOrderReport]], gateway:
                 fill_quantity=venue_fill.quantity, fill_price=venue_fill.price, fee=venue_fill.fee,
             )
             fills.append(Fill(
-                order=order, exchange=order.exchange, trade_id=venue_fill.trade_id, symbol=order.symbol,
-                side=order.side, quantity=venue_fill.quantity, price=venue_fill.price, fee=venue_fill.fee,
+                order=order, agent_id=order.agent_id, exchange=order.exchange, trade_id=venue_fill.trade_id,
+                symbol=order.symbol, side=order.side, quantity=venue_fill.quantity, price=venue_fill.price, fee=venue_fill.fee,
                 fee_currency=venue_fill.fee_currency, liquidity=venue_fill.liquidity,
                 realized_pnl=change.realized_pnl, executed_at=venue_fill.executed_at,
             ))
