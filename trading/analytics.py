@@ -129,7 +129,7 @@ def _sortino(excess: Sequence[float], periods_per_year: float) -> float | None:
 
 
 def performance_figures(
-    equity: Sequence[tuple[datetime, Decimal | float]],
+    equity: Sequence[tuple[datetime | float, Decimal | float]],
     trade_pnls: Sequence[Decimal],
     *,
     periods_per_year: float = HOURS_PER_YEAR,
@@ -139,9 +139,9 @@ def performance_figures(
 ) -> PerformanceFigures:
     """Every figure of one window.
 
-    `equity`: (time, equity) points one period apart (sorted here by time), e.g. the agent's
-    equity at the end of each hour; `periods_per_year` must match that spacing (default: hourly
-    points, 365 * 24). Values are Decimal (the drawdown then exact) or float: float(Decimal)
+    `equity`: (time, equity) points one period apart (sorted here by time: a datetime, or epoch
+    seconds), e.g. the agent's equity at the end of each hour; `periods_per_year` must match that
+    spacing (default: hourly points, 365 * 24). Values are Decimal (the drawdown then exact) or float: float(Decimal)
     costs about a microsecond, so a backtest with a million bars may hand in floats.
     `trade_pnls`: the realized PnL of each closed trade, fees included.
     `risk_free_rate`: annual, as a fraction (0.04 = 4 %). `exposure_seconds` / `window_seconds`

@@ -232,6 +232,42 @@ class AgentPerformance(models.Model):
         db_table = "agent_performance"
 
 
+class AgentEquityBucket(models.Model):
+    """One agent over one AGENT_PERFORMANCE_RETURN_SECONDS bucket of portfolio snapshots: the
+    equity of the bucket's first snapshot (a point of the performance series) and the seconds
+    its snapshots held, exposed and in all (each holds until the next snapshot).
+
+    The performance task folds each snapshot in once, after the next one exists, so a run reads
+    these narrow rows instead of every snapshot's row per agent (at 1,000 agents a 30-day window
+    was 10,633 snapshots and 12 s of JSON every 5 minutes). Thinning old snapshots leaves these
+    rows as they are.
+    """
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+", db_index=False)
+    bucket = models.DateTimeField(help_text="Start of the bucket (aligned to the Unix epoch).")
+    first_at = models.DateTimeField(help_text="When the bucket's first snapshot was taken.")
+    equity = DecimalAmount(help_text="The agent's equity in that first snapshot.")
+    exposed = models.DurationField(help_text="Time held by this bucket's snapshots with an open position.")
+    observed = models.DurationField(help_text="Time held by this bucket's snapshots.")
+
+    class Meta:
+        db_table = "agent_equity_buckets"
+        constraints = [models.UniqueConstraint(fields=["agent", "bucket"], name="agent_equity_buckets_unique")]
+
+
+class AgentEquityProgress(models.Model):
+    """How far the snapshots have been folded into `agent_equity_buckets` (a single row): the
+    last snapshot folded in, and the bucket width the rows were made with (a new width starts
+    the rows afresh)."""
+
+    bucket_seconds = models.PositiveIntegerField()
+    folded_at = models.DateTimeField(null=True)
+    folded_id = models.BigIntegerField(null=True)
+
+    class Meta:
+        db_table = "agent_equity_progress"
+
+
 class Candle(models.Model):
     """One stored OHLCV bar of a venue (ccxt cache, CSV import, download). `ts` is the OPEN time, UTC.
 

@@ -15,7 +15,8 @@ from django.utils import timezone
 from tests.factories import make_agent
 from tests.integration.test_snapshots import psql_rows, runbook_query
 from trading.analytics import HOURS_PER_YEAR
-from trading.models import AgentPerformance, Order, PortfolioSnapshot
+from trading.models import Agent, AgentEquityBucket, AgentEquityProgress, AgentPerformance, Order, PortfolioSnapshot
+from trading.services import performance
 from trading.services.orders import order_create, order_execute
 from trading.services.performance import agent_performance_update
 from trading.services.snapshots import portfolio_snapshot_take, portfolio_snapshots_thin
@@ -170,3 +171,155 @@ def test_performance_update_when_more_agents_then_same_number_of_queries(fixed_p
         make_agent(name=f"more-{i}")
     assert queries_for_update(3) == one
     assert AgentPerformance.objects.filter(equity_points__gte=3).count() == 21
+
+
+def _figures(agent) -> tuple:
+    row = AgentPerformance.objects.get(agent=agent)
+    return (row.equity_points, row.sharpe_ratio, row.sortino_ratio, row.max_drawdown, row.exposure_time)
+
+
+def _jagged_book(fixed_price_feed, agent, start: datetime, minutes: int, every: int = 7) -> list[datetime]:
+    """A snapshot a minute with a jagged price, flat every `every` minutes (exposure comes and goes)."""
+    times = []
+    for minute in range(minutes):
+        if minute % every == 0:
+            _trade(agent, "buy")
+        if minute % every == every - 1:
+            _trade(agent, "sell")
+        fixed_price_feed.price = D("100") + D(minute % 7) - D(minute % 5)
+        times.append(start + timedelta(minutes=minute))
+        portfolio_snapshot_take(now=times[-1])
+    return times
+
+
+@pytest.mark.django_db
+def test_performance_when_run_as_snapshots_come_then_same_figures_as_one_run_over_all(fixed_price_feed, monkeypatch):
+    """Each run folds only the snapshots since the last one; folding in many small steps (a bucket
+    split across runs, its time added up) gives the figures of one run over everything."""
+    agent = make_agent(name="folded")
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=5)
+    times = _jagged_book(fixed_price_feed, agent, start, 0)
+    for step in range(0, 4 * 60, 25):  # runs every 25 minutes, each folding what came since
+        times += _jagged_book(fixed_price_feed, agent, start + timedelta(minutes=step), 25)
+        agent_performance_update(now=times[-1] + timedelta(seconds=30))
+    now = times[-1] + timedelta(seconds=30)
+    agent_performance_update(now=now)
+    stepwise = _figures(agent)
+
+    AgentEquityBucket.objects.all().delete()
+    AgentEquityProgress.objects.all().delete()
+    agent_performance_update(now=now)  # everything folded in one run
+    assert _figures(agent) == stepwise
+    AgentEquityBucket.objects.all().delete()
+    AgentEquityProgress.objects.all().delete()
+    monkeypatch.setattr(performance, "FOLD_CHUNK", 7)  # in many transactions, 7 snapshots each
+    agent_performance_update(now=now)
+    assert _figures(agent) == stepwise
+    assert stepwise[0] == 5 and stepwise[1] is not None  # 4 h 10 min of minutes: 5 clock hours
+    assert D("0") < stepwise[4] < D("1")
+    # The exposure is the minute snapshots' own: exposed minutes / minutes observed.
+    snapshots = list(PortfolioSnapshot.objects.order_by("created_at"))
+    held = [((b.created_at if b else now) - a.created_at).total_seconds()
+            for a, b in zip(snapshots, snapshots[1:] + [None], strict=True)]
+    exposed = sum(s for s, snap in zip(held, snapshots, strict=True)
+                  if D(next(a["gross_exposure"] for a in snap.agents if a["agent_id"] == agent.pk)) > 0)
+    assert stepwise[4] == (D(exposed) / D(sum(held))).quantize(D("0.000001"))
+
+
+@pytest.mark.django_db
+def test_performance_when_folded_snapshots_change_then_not_read_again(fixed_price_feed):
+    """A run reads the snapshots since the last run, not the whole window: emptying the agents
+    of every snapshot already folded changes nothing."""
+    agent = make_agent(name="read-once")
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    times = _jagged_book(fixed_price_feed, agent, start, 150)
+    now = times[-1] + timedelta(seconds=30)
+    agent_performance_update(now=now)
+    before = _figures(agent)
+    progress = AgentEquityProgress.objects.get()
+    assert progress.folded_at == times[-2]  # the newest snapshot's time is still running
+    assert PortfolioSnapshot.objects.filter(created_at__lte=progress.folded_at).update(agents=[]) == 149
+    agent_performance_update(now=now)
+    assert _figures(agent) == before and before[0] == 3
+
+
+@pytest.mark.django_db
+def test_performance_when_agent_deleted_or_bucket_width_changed_then_folded_afresh(fixed_price_feed):
+    gone, kept = make_agent(name="gone"), make_agent(name="kept", symbols=["ETH/USDT"])
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    for minute in range(0, 150, 10):
+        portfolio_snapshot_take(now=start + timedelta(minutes=minute))
+    now = start + timedelta(minutes=150)
+    Agent.objects.filter(pk=gone.pk).delete()  # still in every snapshot's agents
+    assert agent_performance_update(now=now) == 1
+    assert set(AgentEquityBucket.objects.values_list("agent_id", flat=True)) == {kept.pk}
+    assert AgentEquityBucket.objects.count() == 3 and _figures(kept)[0] == 3
+    with override_settings(AGENT_PERFORMANCE_RETURN_SECONDS=1800):
+        agent_performance_update(now=now)
+    assert AgentEquityBucket.objects.count() == 5 and _figures(kept)[0] == 5  # half hours, from all snapshots
+    assert AgentEquityProgress.objects.get().bucket_seconds == 1800
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fold_when_two_runs_at_once_then_each_snapshot_folded_once(fixed_price_feed):
+    """Two workers running the task at once: the progress row's lock lets one fold, the other
+    finds nothing left. The time observed is the time between the first and last snapshot."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from django.db import connection
+
+    from trading.services.performance import agent_equity_buckets_fold
+
+    make_agent(name="twice")
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    for minute in range(100):
+        portfolio_snapshot_take(now=start + timedelta(minutes=minute))
+    both = Barrier(2)
+
+    def fold() -> tuple:
+        try:
+            both.wait(timeout=10)
+            return agent_equity_buckets_fold(end=start + timedelta(hours=2), since=start, step_seconds=3600)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: fold(), range(2)))
+    assert results[0] == results[1] and results[0][0] == start + timedelta(minutes=98)
+    observed = sum((b.observed for b in AgentEquityBucket.objects.all()), timedelta())
+    assert observed == timedelta(minutes=99)
+
+
+@pytest.mark.django_db
+def test_fold_when_stopped_midway_then_next_run_goes_on_from_what_was_kept(fixed_price_feed, monkeypatch):
+    """A first run with a whole window to fold commits as it goes: stopped at its time limit (here:
+    an error in its third transaction), it keeps the first two, and the next run finishes."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    agent = make_agent(name="stopped")
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    times = _jagged_book(fixed_price_feed, agent, start, 100)
+    now = times[-1] + timedelta(seconds=30)
+    monkeypatch.setattr(performance, "FOLD_CHUNK", 10)
+    saves = 0
+    real_save = AgentEquityProgress.save
+
+    def save_until_the_limit(self, *args, **kwargs):
+        nonlocal saves
+        saves += 1
+        if saves == 3:
+            raise SoftTimeLimitExceeded()
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(AgentEquityProgress, "save", save_until_the_limit)
+    with pytest.raises(SoftTimeLimitExceeded):
+        agent_performance_update(now=now)
+    assert AgentEquityProgress.objects.get().folded_at == times[19]  # two transactions of ten
+    agent_performance_update(now=now)
+    assert AgentEquityProgress.objects.get().folded_at == times[-2]
+    resumed = _figures(agent)
+    AgentEquityBucket.objects.all().delete()
+    AgentEquityProgress.objects.all().delete()
+    agent_performance_update(now=now)
+    assert _figures(agent) == resumed and resumed[0] == 2

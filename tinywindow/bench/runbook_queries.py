@@ -88,7 +88,8 @@ def seed(ctx: BenchContext, n: int, *, copies: bool = True) -> None:
     at = f"now() - make_interval(secs => (i::float8 / {n}) * {span})"  # i = 1 is the newest
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("TRUNCATE fills, paper_orders, paper_venue_orders, orders, positions, circuit_breaker_events, "
-                       "kill_switch_events, portfolio_snapshots, agent_performance RESTART IDENTITY CASCADE")
+                       "kill_switch_events, portfolio_snapshots, agent_performance, agent_equity_buckets, "
+                       "agent_equity_progress RESTART IDENTITY CASCADE")
         cursor.execute("SELECT coalesce(max(id), 0) FROM agents")
         first_agent = cursor.fetchone()[0] + 1
         ctx.say(f"  seeding {AGENTS} agents ...")
@@ -250,5 +251,6 @@ def clear() -> None:
 
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE fills, paper_orders, paper_venue_orders, orders, positions, "
-                       "portfolio_snapshots, agent_performance RESTART IDENTITY CASCADE")
+                       "portfolio_snapshots, agent_performance, agent_equity_buckets, agent_equity_progress "
+                       "RESTART IDENTITY CASCADE")
     Agent.objects.filter(name__startswith="bench-rq-").delete()

@@ -616,8 +616,8 @@ def _orders_book_reports(reports: list[tuple[Order, VenueOrderReport]], gateway:
             )
             fills.append(Fill(
                 order=order, agent_id=order.agent_id, exchange=order.exchange, trade_id=venue_fill.trade_id,
-                symbol=order.symbol, side=order.side, quantity=venue_fill.quantity, price=venue_fill.price, fee=venue_fill.fee,
-                fee_currency=venue_fill.fee_currency, liquidity=venue_fill.liquidity,
+                symbol=order.symbol, side=order.side, quantity=venue_fill.quantity, price=venue_fill.price,
+                fee=venue_fill.fee, fee_currency=venue_fill.fee_currency, liquidity=venue_fill.liquidity,
                 realized_pnl=change.realized_pnl, executed_at=venue_fill.executed_at,
             ))
             position.quantity, position.average_price = change.quantity, change.average_price
