@@ -1,6 +1,7 @@
-"""`manage.py bench --quick` for the API, the runbook's queries, the risk snapshot, agent scale and
-the kill switch: it runs, and every scenario prints numbers. Times are never asserted (see test_bench_quick.py);
-the goals are judged by the bench itself, in docs/benchmarks.md.
+"""`manage.py bench --quick` for the API, the runbook's queries, the risk snapshot, agent
+performance, agent scale and the kill switch: it runs, and every scenario prints numbers. Times are
+never asserted (see test_bench_quick.py); the goals are judged by the bench itself, in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ pytestmark = pytest.mark.bench
 
 # scenario name -> the title its rows carry, how many rows it writes, whether it has a baseline
 SCENARIOS = {"api": ("api", 4, True), "runbook_queries": ("runbook queries", 10, True),
-             "risk_snapshot": ("risk snapshot", 2, True), "agent_scale": ("agent scale", 2, True),
+             "risk_snapshot": ("risk snapshot", 2, True), "agent_performance": ("agent performance", 2, True),
+             "agent_scale": ("agent scale", 2, True),
              "kill_switch": ("kill switch", 2, False)}
 
 

@@ -204,16 +204,8 @@ def agent_performance_update(*, now: datetime | None = None) -> int:
     start = now - timedelta(days=settings.AGENT_PERFORMANCE_WINDOW_DAYS)
     step = settings.AGENT_PERFORMANCE_RETURN_SECONDS
     folded = agent_equity_buckets_fold(end=now, since=start, step_seconds=step)
-    equity, exposure = agent_equity_series(start=start, end=now, folded=folded, step_seconds=step)
-    trades = agent_trade_pnls(start=start, end=now)
-    rows = []
-    for agent_id in Agent.objects.order_by("id").values_list("id", flat=True):
-        exposed, observed = exposure.get(agent_id, (None, None))
-        figures = performance_figures(
-            equity.get(agent_id, []), trades.get(agent_id, []), periods_per_year=periods_per_year_for(step),
-            risk_free_rate=settings.PERFORMANCE_RISK_FREE_RATE, exposure_seconds=exposed, window_seconds=observed,
-        )
-        rows.append(_performance_row(agent_id, figures, start=start, end=now, points=len(equity.get(agent_id, []))))
+    equity, held = agent_equity_series(start=start, end=now, folded=folded, step_seconds=step)
+    rows = agent_performance_rows(start=start, end=now, step_seconds=step, equity=equity, held=held)
     # One upsert for all agents: the row per agent is replaced, never duplicated.
     AgentPerformance.objects.bulk_create(
         rows, update_conflicts=True, unique_fields=["agent"],
@@ -221,6 +213,21 @@ def agent_performance_update(*, now: datetime | None = None) -> int:
                        "max_drawdown", "profit_factor", "total_pnl", "exposure_time", "equity_points", "updated_at"],
     )
     return len(rows)
+
+
+def agent_performance_rows(*, start: datetime, end: datetime, step_seconds: int, equity: EquitySeries,
+                           held: HeldSeconds) -> list[AgentPerformance]:
+    """Every agent's row (unsaved) from its equity series and time held, and its trades in the window."""
+    trades = agent_trade_pnls(start=start, end=end)
+    rows = []
+    for agent_id in Agent.objects.order_by("id").values_list("id", flat=True):
+        exposed, observed = held.get(agent_id, (None, None))
+        figures = performance_figures(
+            equity.get(agent_id, []), trades.get(agent_id, []), periods_per_year=periods_per_year_for(step_seconds),
+            risk_free_rate=settings.PERFORMANCE_RISK_FREE_RATE, exposure_seconds=exposed, window_seconds=observed,
+        )
+        rows.append(_performance_row(agent_id, figures, start=start, end=end, points=len(equity.get(agent_id, []))))
+    return rows
 
 
 def _performance_row(agent_id: int, figures: PerformanceFigures, *, start: datetime, end: datetime,

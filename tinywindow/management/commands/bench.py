@@ -35,6 +35,7 @@ SCENARIOS = {
     "api": "tinywindow.bench.api",
     "runbook_queries": "tinywindow.bench.runbook_queries",
     "risk_snapshot": "tinywindow.bench.risk_snapshot",
+    "agent_performance": "tinywindow.bench.agent_performance",
     "agent_scale": "tinywindow.bench.agent_scale",
     "backtest": "tinywindow.bench.backtest",
 }
