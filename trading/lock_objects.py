@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.db.models import QuerySet
+
 from tinywindow.rows import CompiledQuery, rows_lock
 from trading.models import Order, Position
+from trading.order_states import OrderStatus
 
 PositionKey = tuple[int, str]  # (agent id, symbol)
 
@@ -24,9 +27,18 @@ def lock_order(order_id: int) -> Order:
     return found[0]
 
 
-# Every order's execution starts here: compiled once (tinywindow.rows).
-_LOCK_ORDER = CompiledQuery(lambda order_id: Order.objects.select_for_update().select_related("agent")
+# Every order's execution starts here: compiled once (tinywindow.rows). FOR UPDATE OF the order
+# only: without `of`, PostgreSQL locks the joined agent row too, and two executions of one agent's
+# orders (or a fill's foreign-key check on its agent) then wait for each other.
+_LOCK_ORDER = CompiledQuery(lambda order_id: Order.objects.select_for_update(of=("self",)).select_related("agent")
                             .filter(pk=order_id), order_id=int)
+
+
+def lock_orders_to_send(order_ids: Iterable[int]) -> QuerySet[Order]:
+    """These orders, those still pending or submitted, locked in id order (with their agents,
+    read not locked), for a batch's execution. Evaluate it inside the transaction."""
+    return (Order.objects.select_for_update(of=("self",)).select_related("agent")
+            .filter(pk__in=list(order_ids), status__in=[OrderStatus.PENDING, OrderStatus.SUBMITTED]).order_by("pk"))
 
 
 def lock_position(*, agent_id: int, symbol: str) -> Position:

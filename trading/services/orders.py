@@ -35,7 +35,7 @@ from tinywindow.fields import ZERO
 from tinywindow.rows import CompiledQuery, rows_update
 from trading.gateways import gateway_for
 from trading.gateways.base import Gateway, OrderRequest, VenueOrderReport, gateway_cancel_orders, venue_account
-from trading.lock_objects import lock_order, lock_positions
+from trading.lock_objects import lock_order, lock_orders_to_send, lock_positions
 from trading.models import Agent, Fill, Order, OrderOrigin, OrderSide, OrderType, Position
 from trading.order_states import OPEN_STATUSES, OrderStatus, check_transition
 from trading.selectors import orders_waiting_for_venue
@@ -495,10 +495,8 @@ def _orders_execute_local(*, order_ids: list[int], gateways: dict[str, Gateway])
     and one booking per venue (`_orders_send_locked`), so the batch costs a handful of queries."""
     with transaction.atomic():
         gate = trading_gate_in_transaction()
-        locked = (Order.objects.select_for_update().select_related("agent")
-                  .filter(pk__in=order_ids, status__in=[OrderStatus.PENDING, OrderStatus.SUBMITTED]).order_by("pk"))
         by_exchange: dict[str, list[Order]] = {}
-        for order in locked:
+        for order in lock_orders_to_send(order_ids):
             by_exchange.setdefault(order.exchange, []).append(order)
         for exchange, orders in by_exchange.items():
             _orders_send_locked(orders, gateways[exchange], gate)
@@ -517,10 +515,7 @@ def _orders_execute_remote(*, order_ids: list[int]) -> None:
     to_send: list[Order] = []
     with trading_gate() as gate:
         with transaction.atomic():
-            locked = (Order.objects.select_for_update().select_related("agent")
-                      .filter(pk__in=order_ids, status__in=[OrderStatus.PENDING, OrderStatus.SUBMITTED])
-                      .order_by("pk"))
-            for order in locked:
+            for order in lock_orders_to_send(order_ids):
                 if order.status == OrderStatus.SUBMITTED:
                     resend.append(order.pk)
                     continue
