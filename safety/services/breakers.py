@@ -107,7 +107,7 @@ def _start_of_day(now: datetime) -> datetime:
 def _measure_daily_loss(config, target: str, now: datetime, since: datetime | None) -> Measurement:
     from trading.models import Fill
 
-    fills = Fill.objects.filter(executed_at__gte=_start_of_day(now))
+    fills = Fill.objects.filter(executed_at__gte=_start_of_day(now)).exclude(realized_pnl=0)  # adds nothing
     if target:
         fills = fills.filter(agent_id=int(target))
     pnl = fills.aggregate(total=Sum("realized_pnl"))["total"] or ZERO

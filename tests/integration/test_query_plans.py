@@ -205,7 +205,7 @@ def test_losing_streaks_of_every_agent_when_many_fills_then_each_an_index_range_
         cursor.execute("EXPLAIN " + breakers._LATEST_CLOSING_SQL,
                        [depth, targets, [int(t) for t in targets], [None] * len(targets)])
         plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "fills_agent_executed_idx" in plan, plan
+    assert "fills_agent_closing_idx" in plan, plan
     assert "orders" not in plan and "Seq Scan on fills" not in plan, plan
     # The answer matches the per-agent read. Each agent's fills all lose or all win (the fixture
     # alternates fills across an even number of agents): a full streak, or none.
@@ -217,3 +217,28 @@ def test_losing_streaks_of_every_agent_when_many_fills_then_each_an_index_range_
     losing = {str(agent_id) for agent_id in Fill.objects.filter(realized_pnl__lt=0).values_list("agent_id", flat=True)}
     assert len(losing) == TRADERS // 2
     assert {t: m.value for t, m in at_once.items()} == {t: depth if t in losing else 0 for t in targets}
+
+
+def test_losing_streak_when_agent_mostly_opens_then_its_opening_fills_not_walked(agent):
+    """An agent that mostly buys has thousands of fills that realize nothing; its streak read and
+    its day's realized PnL walk only its closing fills (a partial index)."""
+    orders = Order.objects.bulk_create([
+        Order(client_order_id=f"opening-{i}", agent=agent, exchange="paper", mode="paper", symbol="BTC/USDT",
+              side="buy", quantity=Decimal("1"), status=OrderStatus.EXECUTED) for i in range(3002)], batch_size=5000)
+    now = datetime.now(UTC)
+    Fill.objects.bulk_create([
+        Fill(order=order, agent=agent, exchange="paper", trade_id=f"open-{order.pk}", symbol="BTC/USDT", side="buy",
+             quantity=Decimal("1"), price=Decimal("1"), realized_pnl=Decimal(-1 if i < 2 else 0),
+             executed_at=now - timedelta(seconds=i)) for i, order in enumerate(orders)], batch_size=5000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE fills")
+        cursor.execute("EXPLAIN (ANALYZE, COSTS OFF) " + breakers._LATEST_CLOSING_SQL,
+                       [6, [str(agent.pk)], [agent.pk], [None]])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "fills_agent_closing_idx" in plan and "Rows Removed by Filter" not in plan, plan
+    config = CircuitBreakerConfig.objects.create(name="opening-agent", kind=BreakerKind.CONSECUTIVE_LOSSES,
+                                                 scope=BreakerScope.AGENT, threshold=Decimal("5"))
+    assert breakers._measure_consecutive_losses(config, str(agent.pk), now, None).value == 2
+    daily = CircuitBreakerConfig.objects.create(name="opening-daily", kind=BreakerKind.DAILY_LOSS,
+                                                scope=BreakerScope.AGENT, threshold=Decimal("100"))
+    assert breakers._measure_daily_loss(daily, str(agent.pk), now, None).value == 2
