@@ -142,10 +142,9 @@ class Fill(models.Model):
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
     # The order's agent, copied: an agent's latest closing trades (the consecutive-losses breaker,
     # for every agent in one statement) and today's realized PnL are then one range each of an
-    # index of closing fills. Read
-    # through a join with orders, their plan depended on fresh statistics for `fills`: with
-    # stale ones PostgreSQL walked the whole orders primary key for each agent (minutes at
-    # 200,000 orders).
+    # index of closing fills. Read through a join with orders, their plan depended on fresh
+    # statistics for `fills`: with stale ones PostgreSQL walked the whole orders primary key for
+    # each agent (minutes at 200,000 orders).
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="fills", db_index=False)
     exchange = models.CharField(max_length=40)
     trade_id = models.CharField(max_length=64)
