@@ -173,6 +173,12 @@ def test_performance_update_when_more_agents_then_same_number_of_queries(fixed_p
     assert AgentPerformance.objects.filter(equity_points__gte=3).count() == 21
 
 
+def _forget_folds() -> None:
+    """As before the first run: the next run folds every snapshot still kept."""
+    AgentEquityBucket.objects.all().delete()
+    AgentEquityProgress.objects.all().delete()
+
+
 def _figures(agent) -> tuple:
     row = AgentPerformance.objects.get(agent=agent)
     return (row.equity_points, row.sharpe_ratio, row.sortino_ratio, row.max_drawdown, row.exposure_time)
@@ -206,12 +212,10 @@ def test_performance_when_run_as_snapshots_come_then_same_figures_as_one_run_ove
     agent_performance_update(now=now)
     stepwise = _figures(agent)
 
-    AgentEquityBucket.objects.all().delete()
-    AgentEquityProgress.objects.all().delete()
+    _forget_folds()
     agent_performance_update(now=now)  # everything folded in one run
     assert _figures(agent) == stepwise
-    AgentEquityBucket.objects.all().delete()
-    AgentEquityProgress.objects.all().delete()
+    _forget_folds()
     monkeypatch.setattr(performance, "FOLD_CHUNK", 7)  # in many transactions, 7 snapshots each
     agent_performance_update(now=now)
     assert _figures(agent) == stepwise
@@ -319,7 +323,6 @@ def test_fold_when_stopped_midway_then_next_run_goes_on_from_what_was_kept(fixed
     agent_performance_update(now=now)
     assert AgentEquityProgress.objects.get().folded_at == times[-2]
     resumed = _figures(agent)
-    AgentEquityBucket.objects.all().delete()
-    AgentEquityProgress.objects.all().delete()
+    _forget_folds()
     agent_performance_update(now=now)
     assert _figures(agent) == resumed and resumed[0] == 2

@@ -129,10 +129,10 @@ def agent_equity_buckets_fold(*, end: datetime, since: datetime, step_seconds: i
     """Fold the snapshots taken since the last fold (up to `end`, none before `since`) into
     agent_equity_buckets, under the progress row's lock (two runs at once fold each snapshot
     once). Returns the last snapshot folded in so far, (created_at, id), or None."""
+    AgentEquityProgress.objects.bulk_create([AgentEquityProgress(pk=1, bucket_seconds=step_seconds)],
+                                            ignore_conflicts=True)  # the row to lock, made once
     while True:
         with transaction.atomic():
-            AgentEquityProgress.objects.bulk_create([AgentEquityProgress(pk=1, bucket_seconds=step_seconds)],
-                                                    ignore_conflicts=True)
             progress = AgentEquityProgress.objects.select_for_update().get(pk=1)
             if progress.bucket_seconds != step_seconds:  # rows of another width mean nothing now
                 AgentEquityBucket.objects.all().delete()
