@@ -78,6 +78,11 @@ TASK_DURATION = Histogram(
     buckets=TASK_BUCKETS,
 )
 
+API_TOKEN_CACHE = Counter(
+    "tinywindow_api_token_cache_total", "API token authentications by where the account row came from.",
+    ["result"],
+)
+
 
 @contextmanager
 def api_call(exchange: str, endpoint: str) -> Iterator[None]:

@@ -59,17 +59,27 @@ class TokenAuthentication(authentication.TokenAuthentication):
     """DRF's token authentication (`Authorization: Token <key>`), with the user and the user's
     group names read in the same query as the token: the role check then needs no query of its
     own, so an authenticated request costs one database round trip for auth, not two, and no ORM
-    compile (issue 10). Same answers as DRF's: 401 for an unknown key or an inactive user."""
+    compile (issue 10). The row is kept per process until an account changes
+    (tinywindow.auth_cache), so most requests cost none. Same answers as DRF's: 401 for an
+    unknown key or an inactive user."""
 
     def authenticate_credentials(self, key: str):
         from django.db import connection
 
+        from tinywindow.auth_cache import TOKEN_ROWS
+        from tinywindow.metrics import API_TOKEN_CACHE
+
         model = self.get_model()
-        with connection.cursor() as cursor:
-            cursor.execute(_token_sql(model), [key])
-            row = cursor.fetchone()
+        row = TOKEN_ROWS.get(key)
+        API_TOKEN_CACHE.labels("miss" if row is None else "hit").inc()
         if row is None:
-            raise exceptions.AuthenticationFailed(_("Invalid token."))
+            epoch = TOKEN_ROWS.epoch()
+            with connection.cursor() as cursor:
+                cursor.execute(_token_sql(model), [key])
+                row = cursor.fetchone()
+            if row is None:
+                raise exceptions.AuthenticationFailed(_("Invalid token."))
+            TOKEN_ROWS.put(key, row, epoch)
         user_model = model._meta.get_field("user").related_model
         token_width = len(model._meta.concrete_fields)
         token = model.from_db(connection.alias, None, row[:token_width])

@@ -1,0 +1,197 @@
+"""API tokens remembered per web process, forgotten everywhere the moment an account changes.
+
+Every API request authenticates its token. Reading the token, its user and the user's groups is
+a database round trip per request (about a tenth of `GET /api/status`'s cost, issue 10), for
+rows that change a few times a year. A process keeps what it read, and drops all of it when:
+
+- this process changes a token, a user, a group or a membership (synchronously, in the signal
+  handler, so the next request here reads the database);
+- another process does: the same handlers publish on the Redis channel `CHANNEL` (when the change
+  is made and again after its transaction commits), and each web process listens on a thread of
+  its own;
+- its listener is not subscribed (not yet, Redis down, connection lost): then nothing is kept and
+  every request reads the database, as without the cache; a reconnect starts empty, since
+  messages may have been missed;
+- an entry is older than AUTH_CACHE_SECONDS (default 60): the bound for changes that send no
+  signal (a queryset `update()`, SQL typed into psql). 0 turns the cache off.
+
+So a revoked token stops working within the message's trip through Redis (well under a
+millisecond on one host), not after a time-to-live, and a Redis outage costs speed, never a
+revocation. What is cached is the row the database gave; each request still builds its own
+user and token objects from it and checks `is_active`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "tinywindow:auth:changed"
+MAX_ENTRIES = 10_000  # tokens in use at once; beyond it the cache starts again (no eviction order to keep)
+_RETRY_SECONDS = (0.5, 1, 2, 5)
+
+
+class TokenRowCache:
+    """token key → the database row `TokenAuthentication` reads for it, while valid (see module doc)."""
+
+    def __init__(self, channel: str = CHANNEL, redis_url: Callable[[], str] = lambda: settings.REDIS_URL) -> None:
+        self.channel = channel
+        self._redis_url = redis_url
+        self._rows: dict[str, tuple[float, Any]] = {}
+        self._epoch = 0  # bumped by every forget: a read that started before one is not kept
+        self._listening = threading.Event()
+        self._owner: tuple[int, object] | None = None  # (pid, run): the running listener's, None when stopped
+        self._start_lock = threading.Lock()
+
+    @staticmethod
+    def max_age() -> float:
+        return float(getattr(settings, "AUTH_CACHE_SECONDS", 0))
+
+    # --- readers (request threads) -----------------------------------------------------------
+
+    def epoch(self) -> int:
+        """Take before reading the database; pass to `put` (a forget in between voids the row)."""
+        self._ensure_listener()
+        return self._epoch
+
+    def get(self, key: str) -> Any | None:
+        if not self._listening.is_set():
+            return None
+        entry = self._rows.get(key)
+        if entry is None:
+            return None
+        if time.monotonic() - entry[0] > self.max_age():
+            self._rows.pop(key, None)
+            return None
+        return entry[1]
+
+    def put(self, key: str, row: Any, epoch: int) -> None:
+        if not self._listening.is_set() or self.max_age() <= 0:
+            return
+        if len(self._rows) >= MAX_ENTRIES:
+            self._rows.clear()
+        if epoch == self._epoch:
+            self._rows[key] = (time.monotonic(), row)
+            if epoch != self._epoch:  # a forget ran between the check and the write
+                self._rows.pop(key, None)
+
+    def forget(self) -> None:
+        self._epoch += 1
+        self._rows.clear()
+
+    @property
+    def listening(self) -> bool:
+        return self._listening.is_set()
+
+    def close(self) -> None:
+        """Stop the listener (within its 5 s wait) and keep nothing; the next `epoch()` starts again."""
+        with self._start_lock:
+            self._owner = None
+            self._listening.clear()
+            self.forget()
+
+    # --- the listener thread -------------------------------------------------------------------
+
+    def _ensure_listener(self) -> None:
+        # One thread per process, started by the first request (after gunicorn's fork: a thread
+        # of the parent would not exist in the child).
+        owner = self._owner
+        if (owner is not None and owner[0] == os.getpid()) or self.max_age() <= 0:
+            return
+        with self._start_lock:
+            if self._owner is not None and self._owner[0] == os.getpid():
+                return
+            self._owner = owner = (os.getpid(), object())
+            self._listening.clear()
+            self.forget()
+            threading.Thread(target=self._listen, args=(owner,), name="auth-cache-listener", daemon=True).start()
+
+    def _listen(self, owner: tuple[int, object]) -> None:
+        failures = 0
+        while self._owner is owner:
+            pubsub = None
+            try:
+                # No socket timeout: a quiet channel is the normal case. A dead peer is found by
+                # the health check (a PING every 30 s while waiting).
+                client = redis.Redis.from_url(self._redis_url(), socket_connect_timeout=1.0,
+                                              health_check_interval=30)
+                pubsub = client.pubsub()
+                pubsub.subscribe(self.channel)
+                while self._owner is owner:
+                    message = pubsub.get_message(timeout=5.0)
+                    if message is None or self._owner is not owner:
+                        continue
+                    if message["type"] == "subscribe":
+                        self.forget()  # whatever happened while unsubscribed is unknown
+                        self._listening.set()
+                        failures = 0
+                    elif message["type"] == "message":
+                        self.forget()
+            except Exception as exc:  # noqa: BLE001 - any failure: stop caching, then reconnect
+                if self._owner is not owner:
+                    return
+                self._listening.clear()
+                self.forget()
+                if failures == 0:
+                    logger.warning("auth cache off until Redis answers again: %s", exc)
+                time.sleep(_RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)])
+                failures += 1
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # noqa: BLE001, S110 - closing a broken connection
+                        pass
+
+
+TOKEN_ROWS = TokenRowCache()
+
+
+def _publish() -> None:
+    from tinywindow.redis_client import get_redis
+
+    try:
+        get_redis().publish(CHANNEL, "1")
+    except redis.RedisError as exc:
+        # Other web processes keep what they read for at most AUTH_CACHE_SECONDS.
+        logger.error("auth cache: could not tell the other processes that an account changed: %s", exc)
+
+
+def account_changed(**_: Any) -> None:
+    """Signal receiver: a token, user, group or membership changed (or is about to commit)."""
+    TOKEN_ROWS.forget()
+    _publish()
+    transaction.on_commit(_after_commit)
+
+
+def _after_commit() -> None:
+    # Another process may have read the old row between the first message and the commit.
+    TOKEN_ROWS.forget()
+    _publish()
+
+
+def connect_signals(connect: Callable[..., None] | None = None) -> None:
+    """Watch every model a token's authentication reads (called from TinyWindowConfig.ready).
+    Senders are named one by one: a receiver on every model would make the order path's
+    set-based writes (tinywindow.rows) refuse to bypass `save()`."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.db.models.signals import m2m_changed, post_delete, post_save
+    from rest_framework.authtoken.models import Token, TokenProxy
+
+    user_model = get_user_model()
+    for model in (Token, TokenProxy, user_model, Group):
+        post_save.connect(account_changed, sender=model, dispatch_uid=f"auth-cache-save-{model._meta.label}")
+        post_delete.connect(account_changed, sender=model, dispatch_uid=f"auth-cache-delete-{model._meta.label}")
+    through = user_model._meta.get_field("groups").remote_field.through
+    m2m_changed.connect(account_changed, sender=through, dispatch_uid="auth-cache-groups")
