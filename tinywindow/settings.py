@@ -288,6 +288,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["tinywindow.permissions.RolePermission"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "tinywindow.throttling.ContentNegotiation",
     # JSON in (the runbook's curls, scripts, Swagger UI): one body format, one set of edge cases.
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
