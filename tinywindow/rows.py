@@ -14,6 +14,7 @@ checks that), and `auto_now` fields are stamped like `save()` stamps them.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -230,6 +231,94 @@ class CompiledQuery:
                 setattr(obj, name, row[position])
             objects.append(obj)
         return objects
+
+
+class PagedQuery:
+    """A filtered list read that a keyset paginator (tinywindow.throttling.CursorPagination) pages
+    through, compiled once per shape: which filters are given, the order, the cursor's
+    comparison and the slice. Per request only the values change, so the ORM's compile of a
+    26-column page (a seventh of `GET /api/orders`'s time, issue 10) is done once per process.
+
+        ORDER_PAGES = PagedQuery(Order, lambda **filters: orders_list(base=ORDER_ROWS.base, **filters))
+        page = paginator.paginate_queryset(ORDER_PAGES.where(agent_id=7, symbol="BTC/USDT"), request)
+
+    `where()` stands in for the QuerySet that DRF's CursorPagination drives: `order_by()` (its
+    ordering or the reverse), `filter()` of the ordering's first field against the cursor's
+    position, and one slice, which runs the read (a CompiledQuery, so rows come back as the
+    queryset's own would). Filter values are int, str or datetime (CompiledQuery's probes);
+    None means not given. Anything else DRF might ask of a QuerySet is an AttributeError, not
+    a silently different page.
+    """
+
+    MAX_SHAPES = 512  # 7 optional filters × 3 cursor states × a few page sizes; beyond it, start again
+
+    def __init__(self, model: type[models.Model], build: Callable[..., models.QuerySet]) -> None:
+        self.model = model
+        self._build = build
+        self._shapes: dict[tuple, CompiledQuery] = {}
+
+    def where(self, **filters: Any) -> _Page:
+        return _Page(self, {name: value for name, value in filters.items() if value is not None})
+
+    def _run(self, filters: dict[str, Any], ordering: tuple[str, ...], position: tuple[str, Any] | None,
+             window: slice) -> list[tuple]:
+        kinds = tuple(sorted((name, _probe_kind(value)) for name, value in filters.items()))
+        lookup = None if position is None else position[0]
+        shape = (kinds, ordering, lookup, window.start, window.stop)
+        compiled = self._shapes.get(shape)
+        if compiled is None:
+            if len(self._shapes) >= self.MAX_SHAPES:
+                self._shapes.clear()
+            parameters = dict(kinds)
+            if position is not None:
+                parameters["cursor_position"] = _probe_kind(position[1])
+            compiled = self._shapes[shape] = CompiledQuery(
+                functools.partial(self._shape_queryset, ordering, lookup, window), **parameters)
+        values = dict(filters)
+        if position is not None:
+            values["cursor_position"] = position[1]
+        return compiled.rows(**values)
+
+    def _shape_queryset(self, ordering: tuple[str, ...], lookup: str | None, window: slice,
+                        **probes: Any) -> models.QuerySet:
+        position = probes.pop("cursor_position", None)
+        queryset = self._build(**probes).order_by(*ordering)
+        if lookup is not None:
+            queryset = queryset.filter(**{lookup: position})
+        return queryset[window]
+
+
+class _Page:
+    """One request's PagedQuery.where(): what the paginator asked for, run at the slice."""
+
+    def __init__(self, paged: PagedQuery, filters: dict[str, Any], ordering: tuple[str, ...] = (),
+                 position: tuple[str, Any] | None = None) -> None:
+        self.model = paged.model
+        self._paged, self._filters, self._ordering, self._position = paged, filters, ordering, position
+
+    def order_by(self, *fields: str) -> _Page:
+        return _Page(self._paged, self._filters, tuple(fields), self._position)
+
+    def filter(self, **lookup: Any) -> _Page:  # noqa: A003 - the QuerySet method it stands in for
+        (name, value), = lookup.items()  # the cursor's one comparison
+        field_name, _, comparison = name.rpartition("__")
+        if self._position is not None or comparison not in ("lt", "gt") or not self._ordering \
+                or field_name != self._ordering[0].lstrip("-"):
+            raise TypeError(f"PagedQuery pages by its ordering's first field only, got filter({name}=...)")
+        value = self.model._meta.get_field(field_name).to_python(value)
+        return _Page(self._paged, self._filters, self._ordering, (name, value))
+
+    def __getitem__(self, window: slice) -> list[tuple]:
+        if not isinstance(window, slice) or window.step is not None or not self._ordering:
+            raise TypeError("PagedQuery is read by one slice of an ordered page")
+        return self._paged._run(self._filters, self._ordering, self._position, window)
+
+
+def _probe_kind(value: Any) -> type:
+    for kind in (datetime, str, int):  # bool is an int: refused below, as CompiledQuery would
+        if isinstance(value, kind) and not isinstance(value, bool):
+            return kind
+    raise TypeError(f"PagedQuery filters take int, str or datetime values, got {type(value).__name__}")
 
 
 # --- sets of states fixed in the code, written into the SQL -----------------------------------------

@@ -284,6 +284,62 @@ def test_orders_when_paginated_then_limit_and_cursor_links_walk_every_order_once
     assert len(clients["viewer"].get("/api/orders/?limit=99999999999999999999").json()["results"]) == 4
 
 
+def _walk(client: Client, url: str) -> tuple[list[int], list[int]]:
+    """Every id following `next` from `url`; every id of the last page and those following `previous` back from it."""
+    forward, page = [], client.get(url).json()
+    forward += [row["id"] for row in page["results"]]
+    while page["next"]:
+        page = client.get(page["next"]).json()
+        forward += [row["id"] for row in page["results"]]
+    backward = [row["id"] for row in page["results"]]
+    while page["previous"]:
+        page = client.get(page["previous"]).json()
+        backward = [row["id"] for row in page["results"]] + backward
+    return forward, backward
+
+
+def test_orders_when_paged_through_equal_timestamps_then_compiled_pages_match_the_orm_and_compile_once(
+        clients, book, monkeypatch):
+    """ORDER_PAGES (tinywindow.rows.PagedQuery) runs the page's SQL compiled once per shape. For
+    every filter, page size, cursor direction and offset among equal timestamps it answers the
+    pages the ORM queryset gave, and walking the same pages again compiles nothing."""
+    from types import SimpleNamespace
+
+    from django.db.models.sql.compiler import SQLCompiler
+
+    from trading.api import views
+    from trading.api.serializers import ORDER_ROWS
+    from trading.selectors import orders_list
+
+    agent = book["btc"]
+    stamps = [timezone.now() - timedelta(minutes=minutes) for minutes in (5, 5, 5, 9, 9, 30)]
+    for i in range(18):  # three orders at most timestamps: the cursor needs its offset among equals
+        Order.objects.create(client_order_id=f"paged-{i}", agent=agent, exchange="paper", mode="paper",
+                             symbol="BTC/USDT", side="buy" if i % 2 else "sell", quantity=D("1"),
+                             status="executed" if i % 3 else "rejected")
+        Order.objects.filter(client_order_id=f"paged-{i}").update(created_at=stamps[i % len(stamps)])
+    cut = (timezone.now() - timedelta(minutes=10)).isoformat().replace("+", "%2B")
+    queries = ["", f"agent={agent.pk}&", "symbol=BTC/USDT&status=executed&", f"side=buy&created_after={cut}&"]
+    client = clients["viewer"]
+
+    def walks() -> list[tuple[list[int], list[int]]]:
+        return [_walk(client, f"/api/orders/?{query}limit={limit}") for query in queries for limit in (2, 3)]
+
+    compiled_pages = walks()
+    with monkeypatch.context() as orm:  # the same view on the ORM's queryset, compiled per request
+        orm.setattr(views, "ORDER_PAGES", SimpleNamespace(where=lambda **f: orders_list(base=ORDER_ROWS.base, **f)))
+        assert walks() == compiled_pages
+    everything = list(Order.objects.order_by("-created_at", "-id").values_list("id", flat=True))
+    assert compiled_pages[0][0] == everything and compiled_pages[1][0] == everything  # forward: each order once
+
+    compiles = []
+    real_as_sql = SQLCompiler.as_sql
+    monkeypatch.setattr(SQLCompiler, "as_sql", lambda self, *a, **k: compiles.append(self.query.model)
+                        or real_as_sql(self, *a, **k))
+    assert walks() == compiled_pages
+    assert Order not in compiles
+
+
 @pytest.mark.parametrize(("query", "field"), [
     ("offset=1", "offset"), ("cursor=not-base64!", "cursor"), ("cursor=cD1ub3QtYS1kYXRl", "cursor"),  # p=not-a-date
     ("cursor=cD0yMDI0LTAxLTAxKzEyOjAwOjAw", "cursor"),  # p=2024-01-01 12:00:00, naive
