@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
+from rest_framework.utils import encoders
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -85,14 +87,29 @@ class FilteredListView(generics.ListAPIView):
 # --- rendering -------------------------------------------------------------------------------------
 
 
+class UtcJSONEncoder(encoders.JSONEncoder):
+    """DRF's encoder, with a naive datetime taken as UTC (`Z`): the only naive ones in a body are
+    the hot read paths' timestamps, read `AT TIME ZONE 'UTC'` (trading.api.serializers.RowSerializer)."""
+
+    def default(self, obj: Any) -> Any:
+        if isinstance(obj, datetime) and obj.tzinfo is None:
+            obj = obj.replace(tzinfo=UTC)
+        return super().default(obj)
+
+
 class FastJSONRenderer(JSONRenderer):
     """DRF's JSONRenderer, byte for byte on the bodies it is used for (strings, integers, booleans,
-    null: no floats), written by orjson (C) instead of the json module: ~1 ms less for a page of
-    100 orders (issue 10). What orjson does not write as DRF does goes to DRF's encoder (datetimes,
-    decimals, dataclasses, lazy strings: `default`); what it refuses (an integer beyond 64 bits)
-    and indented output (`; indent=`) are rendered by DRF itself."""
+    null, datetimes: no floats), written by orjson (C) instead of the json module: ~1 ms less for
+    a page of 100 orders (issue 10). orjson writes datetimes as DRF's encoder does (ISO 8601, `Z`
+    for UTC, microseconds only when not zero; naive ones as UTC, see UtcJSONEncoder), ten times
+    faster than Python per value; offsets of whole minutes only, which every zone has had since
+    1972. What orjson does not write as DRF does goes to the encoder (decimals, dataclasses, lazy
+    strings: `default`); what it refuses (an integer beyond 64 bits) and indented output
+    (`; indent=`) are rendered by DRF itself, with the same encoder."""
 
-    _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_NON_STR_KEYS
+    encoder_class = UtcJSONEncoder
+    _OPTIONS = (orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_PASSTHROUGH_DATACLASS
+                | orjson.OPT_NON_STR_KEYS)
 
     def render(self, data: Any, accepted_media_type: str | None = None,
                renderer_context: dict[str, Any] | None = None) -> bytes:
@@ -105,7 +122,10 @@ class FastJSONRenderer(JSONRenderer):
             text = orjson.dumps(data, default=self.encoder_class().default, option=self._OPTIONS)
         except (TypeError, orjson.JSONEncodeError):
             return super().render(data, accepted_media_type, renderer_context)
-        # As DRF: U+2028/U+2029 escaped, so the output is a strict JavaScript subset.
+        # As DRF: U+2028/U+2029 escaped, so the output is a strict JavaScript subset. Both start
+        # with the byte 0xE2 in UTF-8; a body without it (nearly all) is not searched twice.
+        if 0xE2 not in text:
+            return text
         return text.replace("\u2028".encode(), b"\\u2028").replace("\u2029".encode(), b"\\u2029")
 
 
