@@ -164,7 +164,7 @@ def _publish() -> None:
         get_redis().publish(CHANNEL, "1")
     except redis.RedisError as exc:
         # Other web processes keep what they read for at most AUTH_CACHE_SECONDS.
-        logger.error("auth cache: could not tell the other processes that an account changed: %s", exc)
+        logger.warning("auth cache: could not tell the other processes that an account changed: %s", exc)
 
 
 def account_changed(**_: Any) -> None:
