@@ -6,9 +6,11 @@ rows that change a few times a year. A process keeps what it read, and drops all
 
 - this process changes a token, a user, a group or a membership (synchronously, in the signal
   handler, so the next request here reads the database);
-- another process does: the same handlers publish on the Redis channel `CHANNEL` (when the change
-  is made and again after its transaction commits), and each web process listens on a thread of
-  its own;
+- another process does: the same handlers publish on the Redis channel
+  `tinywindow:auth:changed:<db>` when the change is made and again after its transaction
+  commits, and each web process listens on a thread of its own. The channel is per database
+  number (`channel()`): a channel is seen by the whole Redis server, and another stack may use
+  another database of it. A process skips its own messages: it forgot when it made the change;
 - its listener is not subscribed (not yet, Redis down, connection lost): then nothing is kept and
   every request reads the database, as without the cache; a reconnect starts empty, since
   messages may have been missed;
@@ -23,10 +25,12 @@ user and token objects from it and checks `is_active`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +40,7 @@ from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
-CHANNEL = "tinywindow:auth:changed"
+CHANNEL_PREFIX = "tinywindow:auth:changed"
 MAX_ENTRIES = 10_000  # tokens in use at once; beyond it the cache starts again (no eviction order to keep)
 _RETRY_SECONDS = (0.5, 1, 2, 5)
 
@@ -44,11 +48,13 @@ _RETRY_SECONDS = (0.5, 1, 2, 5)
 class TokenRowCache:
     """token key → the database row `TokenAuthentication` reads for it, while valid (see module doc)."""
 
-    def __init__(self, channel: str = CHANNEL, redis_url: Callable[[], str] = lambda: settings.REDIS_URL) -> None:
-        self.channel = channel
+    def __init__(self, redis_url: Callable[[], str] = lambda: settings.REDIS_URL) -> None:
         self._redis_url = redis_url
         self._rows: dict[str, tuple[float, Any]] = {}
-        self._epoch = 0  # bumped by every forget: a read that started before one is not kept
+        # A new value at every forget (next() of a count is atomic; `+= 1` from two threads could
+        # write the same value twice): a read that started before a forget is not kept.
+        self._epochs = itertools.count(1)
+        self._epoch = 0
         self._listening = threading.Event()
         self._owner: tuple[int, object] | None = None  # (pid, run): the running listener's, None when stopped
         self._start_lock = threading.Lock()
@@ -86,7 +92,7 @@ class TokenRowCache:
                 self._rows.pop(key, None)
 
     def forget(self) -> None:
-        self._epoch += 1
+        self._epoch = next(self._epochs)
         self._rows.clear()
 
     @property
@@ -126,7 +132,7 @@ class TokenRowCache:
                 client = redis.Redis.from_url(self._redis_url(), socket_connect_timeout=1.0,
                                               health_check_interval=30)
                 pubsub = client.pubsub()
-                pubsub.subscribe(self.channel)
+                pubsub.subscribe(channel(client))
                 while self._owner is owner:
                     message = pubsub.get_message(timeout=5.0)
                     if message is None or self._owner is not owner:
@@ -135,8 +141,8 @@ class TokenRowCache:
                         self.forget()  # whatever happened while unsubscribed is unknown
                         self._listening.set()
                         failures = 0
-                    elif message["type"] == "message":
-                        self.forget()
+                    elif message["type"] == "message" and message["data"] != _origin().encode():
+                        self.forget()  # this process's own changes were forgotten when they were made
             except Exception as exc:  # noqa: BLE001 - any failure: stop caching, then reconnect
                 if self._owner is not owner:
                     return
@@ -157,11 +163,28 @@ class TokenRowCache:
 TOKEN_ROWS = TokenRowCache()
 
 
+def _origin() -> str:
+    """This process's name on the channel (a fork gets its own)."""
+    pid = os.getpid()
+    if _ORIGINS.get("pid") != pid:
+        _ORIGINS.update(pid=pid, name=uuid.uuid4().hex)
+    return _ORIGINS["name"]
+
+
+_ORIGINS: dict[str, Any] = {}
+
+
+def channel(client: redis.Redis) -> str:
+    """The channel of the stack using `client`'s Redis database."""
+    return f"{CHANNEL_PREFIX}:{client.connection_pool.connection_kwargs.get('db', 0)}"
+
+
 def _publish() -> None:
     from tinywindow.redis_client import get_redis
 
     try:
-        get_redis().publish(CHANNEL, "1")
+        client = get_redis()
+        client.publish(channel(client), _origin())
     except redis.RedisError as exc:
         # Other web processes keep what they read for at most AUTH_CACHE_SECONDS.
         logger.warning("auth cache: could not tell the other processes that an account changed: %s", exc)

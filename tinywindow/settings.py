@@ -279,7 +279,7 @@ def _throttle_rate(var: str, default: str) -> str | None:
 # Seconds a web process may keep an API token's account row (tinywindow.auth_cache: it is dropped
 # at once when an account changes; this bounds changes made without the ORM). 0: read it every request.
 AUTH_CACHE_SECONDS: float = env.float("AUTH_CACHE_SECONDS", default=60.0)
-if not 0 <= AUTH_CACHE_SECONDS <= 3600:  # also refuses nan
+if not 0 <= AUTH_CACHE_SECONDS <= 3600:
     raise ImproperlyConfigured(f"AUTH_CACHE_SECONDS={AUTH_CACHE_SECONDS} must be between 0 and 3600 seconds")
 
 REST_FRAMEWORK = {

@@ -25,6 +25,9 @@ def _env(**changes):
     ("DATABASE_URL", "mysql://u@h/db", "DATABASE_URL must be a postgres://"),
     ("REDIS_URL", "localhost:6379", "REDIS_URL must start with redis://"),
     ("LOCAL_NETWORKS", "10.0.0.0/33", "LOCAL_NETWORKS has an invalid network"),
+    ("AUTH_CACHE_SECONDS", "soon", "AUTH_CACHE_SECONDS='soon' is not a valid float"),
+    ("AUTH_CACHE_SECONDS", "nan", "AUTH_CACHE_SECONDS='nan' is not a valid float"),
+    ("AUTH_CACHE_SECONDS", "-1", "AUTH_CACHE_SECONDS=-1.0 must be between 0 and 3600 seconds"),
 ])
 def test_any_command_when_env_value_malformed_then_one_line_error_and_exit_2(name, value, expected):
     result = manage("check", env=_env(**{name: value}))
