@@ -17,6 +17,7 @@ from rest_framework.authtoken.models import Token
 from safety.models import AuditEvent
 from tests.desk import REMOTE, make_book, make_role_users, open_stale_data_breaker
 from tests.factories import make_agent
+from tests.helpers import wait_until
 from trading.models import Agent, Order
 from trading.services.agents import agent_set_status
 from trading.services.orders import order_create
@@ -561,6 +562,56 @@ def test_throttle_when_counting_then_one_expiring_counter_per_window(clients, lo
     keys = store.keys(f"{settings.CACHES['throttle']['KEY_PREFIX']}:sw:throttle_user_*")
     assert len(keys) == 1 and int(store.get(keys[0])) == 2
     assert 0 < store.ttl(keys[0]) <= 120
+
+
+def _hourly_rate(settings, user_rate: str) -> None:
+    """Set the user rate (per hour), out of reach of an hour's turn (which would split the counts)."""
+    import time
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
+                               "DEFAULT_THROTTLE_RATES": {"anon": "600/minute", "user": user_rate}}
+    wait_until(lambda: 5 < time.time() % 3600 < 3590, timeout=15, interval=0.5, message="clear of an hour's turn")
+
+
+def _user_counter(user) -> int:
+    import redis
+    from django.conf import settings
+
+    store = redis.Redis.from_url(settings.CACHES["throttle"]["LOCATION"])
+    keys = store.keys(f"{settings.CACHES['throttle']['KEY_PREFIX']}:sw:throttle_user_{user.pk}:*")
+    return sum(int(store.get(key)) for key in keys)
+
+
+def test_throttle_when_rate_allows_then_a_process_reserves_a_lease_of_one_percent(clients, users, settings):
+    """A process asks Redis once per 1 % of the limit (issue 10), not once per request."""
+    from tinywindow import throttling
+
+    _hourly_rate(settings, "1000/hour")  # leases of 10
+    assert [clients["viewer"].get("/api/status").status_code for _ in range(25)] == [200] * 25
+    assert _user_counter(users["viewer"]) == 30  # three leases: 10 + 10 + 5 spent, 5 left here
+    throttling._leases.clear()  # another process: it reserves its own
+    assert clients["viewer"].get("/api/status").status_code == 200
+    assert _user_counter(users["viewer"]) == 40
+
+
+def test_throttle_when_processes_hold_leases_then_never_more_than_the_limit(clients, users, settings):
+    """Reserved slots count as used: however many processes reserve, no more than the limit get through."""
+    from tinywindow import throttling
+
+    _hourly_rate(settings, "400/hour")  # leases of 4
+    throttling._leases.clear()  # a fresh process: only this client's leases below
+    admitted = abandoned = 0
+    for request in range(1, 500):
+        if request % 3 == 0:  # a new process every third request, leaving reserved slots unspent
+            abandoned += sum(throttling._leases.values())
+            throttling._leases.clear()
+        if clients["viewer"].get("/api/status").status_code != 200:
+            break
+        admitted += 1
+    assert _user_counter(users["viewer"]) == 400
+    assert admitted + abandoned + sum(throttling._leases.values()) == 400
+    assert admitted < 400 and abandoned > 0  # never one beyond the limit; slots left unspent cost some
+    assert clients["viewer"].get("/api/status").status_code == 429
 
 
 def test_throttle_when_kill_switch_activated_repeatedly_then_never_429(users, low_rates):
