@@ -203,7 +203,7 @@ def _after_commit() -> None:
     _publish()
 
 
-def connect_signals(connect: Callable[..., None] | None = None) -> None:
+def connect_signals() -> None:
     """Watch every model a token's authentication reads (called from TinyWindowConfig.ready).
     Senders are named one by one: a receiver on every model would make the order path's
     set-based writes (tinywindow.rows) refuse to bypass `save()`."""

@@ -245,8 +245,8 @@ class PagedQuery:
     `where()` stands in for the QuerySet that DRF's CursorPagination drives: `order_by()` (its
     ordering or the reverse), `filter()` of the ordering's first field against the cursor's
     position, and one slice, which runs the read (a CompiledQuery, so rows come back as the
-    queryset's own would). Filter values are int, str or datetime (CompiledQuery's probes);
-    None means not given. Anything else DRF might ask of a QuerySet is an AttributeError, not
+    queryset's own would). Filter values are of CompiledQuery's parameter types; None means not
+    given. Anything else DRF might ask of a QuerySet is an AttributeError, not
     a silently different page.
     """
 
@@ -315,10 +315,12 @@ class _Page:
 
 
 def _probe_kind(value: Any) -> type:
-    for kind in (datetime, str, int):  # bool is an int: refused below, as CompiledQuery would
+    """The CompiledQuery parameter type of a filter value (bool, an int, is none of them)."""
+    for kind in _PROBES:
         if isinstance(value, kind) and not isinstance(value, bool):
             return kind
-    raise TypeError(f"PagedQuery filters take int, str or datetime values, got {type(value).__name__}")
+    raise TypeError(f"PagedQuery filters take {', '.join(t.__name__ for t in _PROBES)} values, "
+                    f"got {type(value).__name__}")
 
 
 # --- sets of states fixed in the code, written into the SQL -----------------------------------------

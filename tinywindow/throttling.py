@@ -92,8 +92,8 @@ return {reserved, current, previous}
 # The share of a limit one process reserves at a time (at the default user rate, 6,000/minute:
 # 60 requests). Below 200 a minute it is 1: every request asks Redis, exactly as before.
 LEASE_SHARE = 0.01
-# Reserved requests not yet spent, per process: (counter key, limit, window) → how many.
-_leases: dict[tuple[str, int, int], int] = {}
+# Reserved requests not yet spent, per process: (Redis, this window's counter key, limit, duration) → how many.
+_leases: dict[tuple[str, str, int, int], int] = {}
 _leases_lock = threading.Lock()
 _clients: dict[str, tuple[redis.Redis, Any]] = {}
 
@@ -199,23 +199,26 @@ class _TinyWindowThrottle:
 
     def _count(self, key: str) -> bool:
         config = settings.CACHES["throttle"]
-        client, script = _redis_for(config["LOCATION"], config.get("OPTIONS", {}))
         now = time.time()
         window = int(now // self.duration)
-        elapsed = now - window * self.duration
-        weight = 1 - elapsed / self.duration  # share of the previous window still inside the sliding one
         prefix = f"{config.get('KEY_PREFIX', '')}:sw:{key}"
-        lease = (f"{config['LOCATION']}|{prefix}:{window}", self.num_requests, self.duration)
+        counter = f"{prefix}:{window}"
+        lease = (config["LOCATION"], counter, self.num_requests, self.duration)
         with _leases_lock:
             if _leases.get(lease, 0) > 0:
                 _leases[lease] -= 1
                 return True
+        _, script = _redis_for(config["LOCATION"], config.get("OPTIONS", {}))
+        elapsed = now - window * self.duration
+        weight = 1 - elapsed / self.duration  # share of the previous window still inside the sliding one
         reserve = max(1, int(self.num_requests * LEASE_SHARE))
-        reserved, current, previous = script(keys=[f"{prefix}:{window}", f"{prefix}:{window - 1}"],
+        reserved, current, previous = script(keys=[counter, f"{prefix}:{window - 1}"],
                                              args=[repr(weight), self.num_requests, 2 * self.duration, reserve])
         if reserved > 0:
             with _leases_lock:
-                if len(_leases) > 10_000:  # clients come and go: leases of past windows are spent anyway
+                # Clients come and go: leases of past windows are worth nothing, and a current one
+                # dropped here only costs its unspent slots.
+                if len(_leases) > 10_000:
                     _leases.clear()
                 _leases[lease] = _leases.get(lease, 0) + reserved - 1
             return True

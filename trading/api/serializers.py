@@ -115,12 +115,17 @@ def decimal_repr(decimal_places: int, max_digits: int) -> Callable[[decimal.Deci
     return represent
 
 
+def _current_zone_is_utc() -> bool:
+    zone = timezone.get_current_timezone()
+    return getattr(zone, "key", None) == "UTC" or zone is UTC
+
+
 def datetime_repr() -> Callable[[datetime], str]:
     """DRF's DateTimeField.to_representation (ISO 8601, the default): in the current time zone,
     `Z` for UTC. A naive value is UTC (RowSerializer reads timestamps `AT TIME ZONE 'UTC'`). Made
     once per response (the current time zone is per request)."""
     zone = timezone.get_current_timezone()
-    utc = getattr(zone, "key", None) == "UTC" or zone is UTC
+    utc = _current_zone_is_utc()
 
     def represent(value: datetime) -> str:
         if value.tzinfo is None:
@@ -182,9 +187,9 @@ class RowSerializer:
     def rows(self, rows: Iterable[tuple]) -> list[dict[str, Any]]:
         """Dicts ready for tinywindow.api.FastJSONRenderer: in UTC (the desk's only time zone,
         settings.TIME_ZONE) datetimes are left to it, which writes them as DRF does in C."""
-        when = datetime_repr()
         decimals, names = self.decimals, self.fields
-        datetimes = () if timezone.get_current_timezone_name() == "UTC" else self.datetimes
+        datetimes = () if _current_zone_is_utc() else self.datetimes
+        when = datetime_repr() if datetimes else None
         out = []
         for row in rows:
             values = list(row)
