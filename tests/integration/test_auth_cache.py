@@ -119,12 +119,16 @@ def test_an_unknown_token_is_never_kept(viewer):
 
 def test_nothing_is_kept_while_redis_is_down_and_a_reconnect_starts_empty(tmp_path):
     port = find_free_port()
-    server = start_redis(tmp_path / "redis", preferred_port=port)
-    cache = TokenRowCache(redis_url=lambda: f"redis://127.0.0.1:{port}/0")
+    server = None
+    # The server's own port once it runs: `start_redis` takes another when `port` was taken meanwhile.
+    cache = TokenRowCache(redis_url=lambda: f"redis://127.0.0.1:{server.port if server else port}/0")
     try:
-        cache.put("k", ("row",), cache.epoch())  # before the listener subscribed: not kept
+        # No Redis yet, so the listener cannot subscribe and nothing is kept. (With a server already
+        # running, the listener could subscribe before the put: a race, not a test.)
+        cache.put("k", ("row",), cache.epoch())
         assert cache.get("k") is None
-        wait_until(lambda: cache.listening, timeout=10, interval=0.01, message="listener subscribed")
+        server = start_redis(tmp_path / "redis", preferred_port=port)
+        wait_until(lambda: cache.listening, timeout=30, interval=0.05, message="listener subscribed")
         cache.put("k", ("row",), cache.epoch())
         assert cache.get("k") == ("row",)
 
@@ -143,7 +147,8 @@ def test_nothing_is_kept_while_redis_is_down_and_a_reconnect_starts_empty(tmp_pa
         assert cache.get("k") is None
     finally:
         cache.close()
-        server.stop()
+        if server is not None:
+            server.stop()
 
 
 def _get(port: int, path: str, token: str) -> int:
