@@ -185,23 +185,30 @@ class RowSerializer:
         return lambda row: row[index].replace(tzinfo=UTC).isoformat()
 
     def rows(self, rows: Iterable[tuple]) -> list[dict[str, Any]]:
-        """Dicts ready for tinywindow.api.FastJSONRenderer: in UTC (the desk's only time zone,
-        settings.TIME_ZONE) datetimes are left to it, which writes them as DRF does in C."""
-        decimals, names = self.decimals, self.fields
-        datetimes = () if _current_zone_is_utc() else self.datetimes
-        when = datetime_repr() if datetimes else None
+        """Dicts of rows read through `base` (decimals already text), ready for
+        tinywindow.api.FastJSONRenderer: in UTC (the desk's only time zone, settings.TIME_ZONE) the
+        datetimes are left to it, which writes them as DRF does in C, so a row is one dict() and
+        nothing else."""
+        names = self.fields
+        if _current_zone_is_utc():
+            return [dict(zip(names, row, strict=True)) for row in rows]
+        when, datetimes = datetime_repr(), self.datetimes
         out = []
         for row in rows:
             values = list(row)
-            for index, represent in decimals:
-                value = values[index]
-                if value is not None and not isinstance(value, str):  # a Decimal (a model's attribute)
-                    values[index] = represent(value)
             for index in datetimes:
                 if values[index] is not None:
                     values[index] = when(values[index])
             out.append(dict(zip(names, values, strict=True)))
         return out
+
+    def instance(self, instance: models.Model) -> dict[str, Any]:
+        """The same dict for a model instance (its Decimals written as DRF writes them)."""
+        values = [getattr(instance, name) for name in self.fields]
+        for index, represent in self.decimals:
+            if values[index] is not None:
+                values[index] = represent(values[index])
+        return self.rows([values])[0]
 
 
 # OrderSerializer's fields; `agent` is the id, `agent_name` the agent's (one join, no instances).
@@ -298,8 +305,7 @@ def system_status_body(current: Any) -> dict[str, Any]:
             "open": CircuitBreakerStateSerializer(current.open_breakers, many=True).data if current.open_breakers
             else []},
         "agents": {**current.agents, "total": sum(current.agents.values())},
-        "latest_snapshot": None if snapshot is None else _SNAPSHOT_ROW.rows(
-            [tuple(getattr(snapshot, name) for name in _SNAPSHOT_ROW.fields)])[0],
+        "latest_snapshot": None if snapshot is None else _SNAPSHOT_ROW.instance(snapshot),
         "open_orders": current.open_orders,
         "at": when(current.at),
     }
