@@ -109,10 +109,13 @@ class Order(models.Model):
         db_table = "orders"
         ordering = ["-created_at"]
         indexes = [
-            models.Index(fields=["created_at"], name="orders_created_at_idx"),
+            # The API's pages (newest first, by cursor) are ordered by (created_at, id): with the id in
+            # the index, a page is read in order and stops at its last row, with no sort of the rows
+            # sharing a timestamp (issue 10); the same for one agent's pages.
+            models.Index(fields=["created_at", "id"], name="orders_created_id_idx"),
             models.Index(fields=["status", "created_at"], name="orders_status_created_idx"),
             models.Index(fields=["symbol", "created_at"], name="orders_symbol_created_idx"),
-            models.Index(fields=["agent", "created_at"], name="orders_agent_created_idx"),
+            models.Index(fields=["agent", "created_at", "id"], name="orders_agent_created_id_idx"),
             # The runbook's "Daily P&L Summary" (executed orders of the last 7 days, pnl summed per
             # day): an index-only scan of executed orders, no heap visit per order.
             models.Index(fields=["created_at"], include=["pnl"], name="orders_executed_pnl_idx",

@@ -163,6 +163,43 @@ def test_engine_look_for_pending_orders_when_many_done_then_no_scan_of_orders(ma
     assert order_status(many_done_orders.pk, pending_since=group_commit_since()).others_pending is True
 
 
+@pytest.fixture
+def orders_of_many_agents():
+    """PAGE_AGENTS agents with PAGE_ORDERS_EACH orders each, analysed."""
+    from tests.factories import make_agent
+
+    agents = [make_agent(name=f"pager-{i}") for i in range(PAGE_AGENTS)]
+    Order.objects.bulk_create([
+        Order(client_order_id=f"p-{i}", agent=agents[i % PAGE_AGENTS], exchange="paper", mode="paper",
+              symbol="BTC/USDT", side="buy", quantity=Decimal("1"), status=OrderStatus.EXECUTED)
+        for i in range(PAGE_AGENTS * PAGE_ORDERS_EACH)], batch_size=5000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE orders")
+    return agents
+
+
+PAGE_AGENTS, PAGE_ORDERS_EACH = 20, 1000
+
+
+def test_orders_pages_when_many_orders_then_read_in_index_order_with_no_sort(orders_of_many_agents):
+    """/api/orders/'s pages, newest first by (created_at, id): the first page and one behind a
+    cursor, of every order and of one agent's. With the id in the index the page comes out of it in
+    order and the scan stops at the page's end; without, PostgreSQL sorts each run of equal
+    timestamps (an Incremental Sort on every request)."""
+    from trading.api.serializers import ORDER_ROWS
+    from trading.selectors import orders_list
+
+    agent = orders_of_many_agents[3]
+    middle = Order.objects.filter(agent=agent).order_by("created_at")[PAGE_ORDERS_EACH // 2].created_at
+    for filters, index in (({}, "orders_created_id_idx"), ({"agent_id": agent.pk}, "orders_agent_created_id_idx")):
+        for cursor in ({}, {"created_at__lt": middle}):
+            page = orders_list(base=ORDER_ROWS.base, **filters).filter(**cursor)[:101]
+            plan = generic_plan(*page.query.sql_with_params())
+            assert f"Index Scan Backward using {index} on orders" in plan, plan
+            assert "Sort" not in plan, plan
+            assert len(page) == 101
+
+
 def test_probe_when_pending_is_a_parameter_then_generic_plan_scans_orders(many_done_orders):
     plan = generic_plan('SELECT 1 FROM "orders" WHERE "status" = %s AND "exchange" = %s LIMIT 1',
                         ["pending", "paper"])
