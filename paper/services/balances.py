@@ -101,12 +101,21 @@ def balances_lock_accounts(wanted: Mapping[str, Iterable[str]], *,
     """
     keys = {(account, asset) for account, assets in wanted.items() for asset in assets}
     found = {(b.account, b.asset): b for b in rows_lock(PaperBalance, ("account", "asset"), keys)}
-    if len(found) < len(keys):  # an account's first order (or a new asset): fund it, create the rows
-        for account in sorted({account for account, asset in keys if (account, asset) not in found}):
-            if funding is not None:
-                paper_account_seed(account=account, balances=lambda account=account: funding(account))
-            found.update(((account, asset), b) for asset, b in
-                         balances_lock(account=account, assets=[a for acc, a in keys if acc == account]).items())
+    missing = sorted(keys - found.keys())
+    if missing:  # accounts' first orders, or first orders in an asset: fund, create the rows, lock them
+        # For all of them at once: a batch of 32 orders in a new market had 32 accounts each take
+        # the slow path one by one (seven round trips each, a quarter of a whole batch's time).
+        accounts = sorted({account for account, _ in missing})
+        if funding is not None:
+            known = set(PaperAccount.objects.filter(name__in=accounts).values_list("name", flat=True))
+            for account in accounts:
+                if account not in known:
+                    paper_account_seed(account=account, balances=lambda account=account: funding(account))
+        # In (account, asset) order, like every lock here; a row another transaction is creating
+        # is waited for, then skipped (it exists), and locked below with the others.
+        PaperBalance.objects.bulk_create([PaperBalance(account=account, asset=asset) for account, asset in missing],
+                                         ignore_conflicts=True)
+        found.update(((b.account, b.asset), b) for b in rows_lock(PaperBalance, ("account", "asset"), missing))
     rows: dict[str, dict[str, PaperBalance]] = {account: {} for account in wanted}
     for (account, asset), balance in found.items():
         rows[account][asset] = balance

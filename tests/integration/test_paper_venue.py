@@ -233,3 +233,39 @@ def test_venue_property_when_any_orders_then_balances_match_trades_and_holds(db,
     for venue_order in PaperVenueOrder.objects.filter(account=account):
         assert venue_order.filled_quantity == sum((t.quantity for t in venue_order.trades.all()), D(0))
         assert venue_order.filled_quantity <= venue_order.quantity
+
+
+def test_lock_accounts_when_new_accounts_and_assets_then_funded_created_locked_with_a_fixed_number_of_queries(db):
+    """A batch of orders in a market its accounts never traded (the group commit's case): the
+    missing rows are made together, not account by account, and every row comes back locked."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from paper.services.balances import balances_lock_accounts
+
+    old = [f"old-{i}" for i in range(20)]
+    for account in old:
+        paper_account_seed(account=account, balances={"USDT": D("100")})
+    paper_account_seed(account="both", balances={"USDT": D("5"), "BTC": D("1")})
+    funded: list[str] = []
+
+    def funding(account: str) -> dict[str, Decimal]:
+        funded.append(account)
+        return {"USDT": D("1000")}
+
+    wanted = {account: {"BTC", "USDT"} for account in [*old, "both", "new-a", "new-b"]}
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        books = balances_lock_accounts(wanted, funding=funding)
+    rows = {(account, asset): (b.free, b.locked) for account, book in books.items() for asset, b in book.rows.items()}
+    assert rows == {**{(a, "USDT"): (D("100"), 0) for a in old}, **{(a, "BTC"): (0, 0) for a in old},
+                    ("both", "USDT"): (D("5"), 0), ("both", "BTC"): (D("1"), 0),
+                    **{(a, "USDT"): (D("1000"), 0) for a in ("new-a", "new-b")},
+                    **{(a, "BTC"): (0, 0) for a in ("new-a", "new-b")}}
+    assert sorted(funded) == ["new-a", "new-b"]  # only accounts that did not exist are funded
+    assert PaperBalance.objects.filter(account__in=wanted).count() == 2 * len(wanted)
+    locks = [q["sql"] for q in queries if q["sql"].rstrip().endswith("FOR UPDATE")]
+    assert len(locks) == 2  # what existed, then what was made: one statement each
+    # Twenty accounts missing an asset cost what two new accounts cost, not a round trip each.
+    seeding = [q for q in queries if "paper_accounts" in q["sql"] and "INSERT" in q["sql"]]
+    assert len(seeding) == 2
+    assert len(queries) - len(seeding) * 5 < 10, [q["sql"][:80] for q in queries]
