@@ -47,6 +47,14 @@ _KILL_SWITCH_FIELDS = ("active", "mode", "reason", "actor", "changed_at")
 
 
 @functools.cache
+def _agent_statuses() -> tuple[str, ...]:
+    """AgentStatus.values, once: Django builds the list (with each label) on every access."""
+    from trading.models import AgentStatus
+
+    return tuple(AgentStatus.values)
+
+
+@functools.cache
 def _status_sql() -> str:
     """The whole status in one round trip (issue 10: it was five queries, each a round trip and
     an ORM compile): the breaker states other than CLOSED, the kill-switch row, agents by status,
@@ -56,7 +64,7 @@ def _status_sql() -> str:
     (10,000 breaker states and open orders) it took 4.3-4.6 ms when it read every breaker state
     and grouped the agents, 2.1-2.4 ms now (docs/scaling.md)."""
     from safety.models import BREAKER_NOT_CLOSED, KillSwitchState
-    from trading.models import Agent, AgentStatus, Order
+    from trading.models import Agent, Order
     from trading.order_states import OPEN_STATUSES
 
     STATUS = '"status"'  # noqa: N806 - a column's quoted name, as in the SQL below
@@ -64,7 +72,7 @@ def _status_sql() -> str:
     kill = ", ".join(f'ks."{KillSwitchState._meta.get_field(f).column}"' for f in _KILL_SWITCH_FIELDS)
     # One pass over the agents, a count per status: cheaper than GROUP BY's hash of every row.
     agent_counts = ", ".join(f"count(*) FILTER (WHERE {constant_in(STATUS, [status])})"
-                             for status in AgentStatus.values)
+                             for status in _agent_statuses())
     return f"""
         SELECT ARRAY(SELECT DISTINCT "state" FROM "{CircuitBreakerState._meta.db_table}"
                      WHERE {constant_in('"state"', BREAKER_NOT_CLOSED)}),
@@ -85,13 +93,13 @@ def system_status() -> SystemStatus:
     from django.db import connection
 
     from safety.models import KillSwitchState
-    from trading.models import AgentStatus
 
     try:
         with connection.cursor() as cursor:
             cursor.execute(_status_sql(), [KillSwitchState.SINGLETON_ID])
             row = cursor.fetchone()
-        status_count = len(AgentStatus.values)
+        statuses = _agent_statuses()
+        status_count = len(statuses)
         states, kill_id, kill, open_orders = row[0], row[1], row[2:7], row[7]
         counts, snap = row[8:8 + status_count], row[8 + status_count:]
         open_breakers = breaker_states(not_closed=True) if states else []
@@ -101,7 +109,7 @@ def system_status() -> SystemStatus:
                          KillSwitchView(**dict(zip(_KILL_SWITCH_FIELDS, kill, strict=True)))),
             breaker_status=aggregate_status(states),
             open_breakers=open_breakers,
-            agents=dict(zip(AgentStatus.values, counts, strict=True)),
+            agents=dict(zip(statuses, counts, strict=True)),
             # A model instance with the lists deferred, as portfolio_snapshot_latest(totals_only=True) gives.
             latest_snapshot=(None if snap[0] is None else
                              PortfolioSnapshot.from_db(connection.alias, list(_SNAPSHOT_FIELDS), list(snap))),
