@@ -537,10 +537,22 @@ def test_fast_renderer_when_orders_and_status_then_bytes_equal_drfs():
 # --- throttling -------------------------------------------------------------------------------------
 
 
+def _set_rates(settings, *, anon: str, user: str) -> None:
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"anon": anon, "user": user}}
+
+
+def _user_counters(user_pattern: str = "*"):
+    """The throttle's Redis, and the keys of its per-window counters of the users matching `user_pattern`."""
+    import redis
+    from django.conf import settings
+
+    store = redis.Redis.from_url(settings.CACHES["throttle"]["LOCATION"])
+    return store, store.keys(f"{settings.CACHES['throttle']['KEY_PREFIX']}:sw:throttle_user_{user_pattern}")
+
+
 @pytest.fixture
 def low_rates(settings):
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
-                               "DEFAULT_THROTTLE_RATES": {"anon": "2/minute", "user": "3/minute"}}
+    _set_rates(settings, anon="2/minute", user="3/minute")
 
 
 def test_throttle_when_user_exceeds_rate_then_429_with_retry_after(clients, low_rates):
@@ -553,13 +565,9 @@ def test_throttle_when_user_exceeds_rate_then_429_with_retry_after(clients, low_
 def test_throttle_when_counting_then_one_expiring_counter_per_window(clients, low_rates):
     """O(1) per request (issue 10): a counter per client and window, with a lifetime, never a
     growing list of timestamps."""
-    import redis
-    from django.conf import settings
-
     clients["viewer"].get("/api/agents/")
     clients["viewer"].get("/api/agents/")
-    store = redis.Redis.from_url(settings.CACHES["throttle"]["LOCATION"])
-    keys = store.keys(f"{settings.CACHES['throttle']['KEY_PREFIX']}:sw:throttle_user_*")
+    store, keys = _user_counters()
     assert len(keys) == 1 and int(store.get(keys[0])) == 2
     assert 0 < store.ttl(keys[0]) <= 120
 
@@ -568,17 +576,12 @@ def _hourly_rate(settings, user_rate: str) -> None:
     """Set the user rate (per hour), out of reach of an hour's turn (which would split the counts)."""
     import time
 
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
-                               "DEFAULT_THROTTLE_RATES": {"anon": "600/minute", "user": user_rate}}
+    _set_rates(settings, anon="600/minute", user=user_rate)
     wait_until(lambda: 5 < time.time() % 3600 < 3590, timeout=15, interval=0.5, message="clear of an hour's turn")
 
 
 def _user_counter(user) -> int:
-    import redis
-    from django.conf import settings
-
-    store = redis.Redis.from_url(settings.CACHES["throttle"]["LOCATION"])
-    keys = store.keys(f"{settings.CACHES['throttle']['KEY_PREFIX']}:sw:throttle_user_{user.pk}:*")
+    store, keys = _user_counters(f"{user.pk}:*")
     return sum(int(store.get(key)) for key in keys)
 
 
