@@ -8,7 +8,7 @@ import decimal
 import functools
 import json
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from django.db import models
@@ -115,8 +115,7 @@ def decimal_repr(decimal_places: int, max_digits: int) -> Callable[[decimal.Deci
     return represent
 
 
-def _current_zone_is_utc() -> bool:
-    zone = timezone.get_current_timezone()
+def _is_utc(zone: tzinfo) -> bool:
     return getattr(zone, "key", None) == "UTC" or zone is UTC
 
 
@@ -125,7 +124,7 @@ def datetime_repr() -> Callable[[datetime], str]:
     `Z` for UTC. A naive value is UTC (RowSerializer reads timestamps `AT TIME ZONE 'UTC'`). Made
     once per response (the current time zone is per request)."""
     zone = timezone.get_current_timezone()
-    utc = _current_zone_is_utc()
+    utc = _is_utc(zone)
 
     def represent(value: datetime) -> str:
         if value.tzinfo is None:
@@ -190,7 +189,7 @@ class RowSerializer:
         datetimes are left to it, which writes them as DRF does in C, so a row is one dict() and
         nothing else."""
         names = self.fields
-        if _current_zone_is_utc():
+        if _is_utc(timezone.get_current_timezone()):
             return [dict(zip(names, row, strict=True)) for row in rows]
         when, datetimes = datetime_repr(), self.datetimes
         out = []
